@@ -1,0 +1,60 @@
+"""The contract every backend keeps. A backend moves bytes; it knows nothing of Optuna.
+
+A log is a sequence of opaque payloads. Record 0 is the head, written once by
+:meth:`Backend.append_head`. Every reader sees the same payloads in the same order, and that
+order decides every conflict during replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+
+class Cursor(NamedTuple):
+    """Where a reader stands in a log.
+
+    Attributes:
+        count: How many records lie before this point (the next record's number).
+        token: The medium's own position there: a byte offset in a file, a stream id in Redis.
+    """
+
+    count: int
+    token: int | str
+
+
+class Batch(NamedTuple):
+    """Consecutive payloads read in one go, and the cursor just after the last of them."""
+
+    cursor: Cursor
+    payloads: list[bytes]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where the bytes of one log live."""
+
+    @property
+    def location(self) -> str:
+        """A path or URL naming this log, for messages and for reopening it elsewhere."""
+        ...
+
+    def append(self, payloads: Sequence[bytes]) -> None:
+        """Append payloads at the end of the log, in order; durable when this returns.
+
+        Raises:
+            OSError: The medium failed; nothing was acknowledged.
+        """
+        ...
+
+    def append_head(self, payload: bytes) -> None:
+        """Write ``payload`` as record 0 unless the log already has one (atomic)."""
+        ...
+
+    def read(self, after: Cursor | None = None) -> Iterator[Batch]:
+        """Yield every complete record after ``after`` (from the start if ``None``).
+
+        Never yields a torn or corrupt record: an incomplete tail is left unread, corruption
+        raises :class:`~optuna_journal.errors.CorruptLogError`.
+        """
+        ...

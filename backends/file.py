@@ -1,0 +1,185 @@
+"""A log in one file, shared by many processes on many hosts (local disk or NFS).
+
+Layout: ``MAGIC`` then frames (see :mod:`optuna_journal.backends.frames`).
+
+Atomicity: appends happen under :class:`~optuna_journal.backends.lock.LeaseLock`, never with
+``O_APPEND`` (not atomic across NFS clients). The writer finds the true end of the valid frames,
+writes its frames there with ``pwrite``, cuts off anything after them, and ``fsync`` s before
+it releases the lock. Readers take no lock: they read complete frames from their last offset.
+
+Durability: an append is on stable storage when :meth:`FileBackend.append` returns.
+
+Torn tail: a writer killed mid-append leaves an incomplete last frame. Readers do not see it;
+the next writer overwrites it under the lock (and logs that it did). A frame that fails its
+checks anywhere else raises :class:`~optuna_journal.errors.CorruptLogError` with the byte
+offset and record number.
+
+NFS: each read opens the file afresh, so close-to-open consistency shows every append that
+finished before the open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+import logging
+import os
+from typing import Any
+
+from optuna_journal.backends import frames
+from optuna_journal.backends.base import Batch, Cursor
+from optuna_journal.backends.lock import LeaseLock
+from optuna_journal.errors import CorruptLogError, NotAJournalError
+
+_logger = logging.getLogger("optuna.journal.backends.file")
+
+_CHUNK = 1 << 22
+
+
+class FileBackend:
+    """A log file with lease-locked appends.
+
+    Args:
+        path: The log file. Created (with its magic) on first write if it does not exist.
+        lock_lease: Seconds after which a lock that is no longer refreshed is taken over.
+        lock_timeout: Seconds an append waits for the lock before raising
+            :class:`~optuna_journal.errors.LockTimeoutError`.
+
+    Raises:
+        FileNotFoundError: The file's directory does not exist.
+        NotAJournalError: The file exists but is not an optuna-journal log.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], lock_lease: float = 10.0,
+                 lock_timeout: float = 120.0) -> None:
+        self._path = os.path.abspath(os.fspath(path))
+        directory = os.path.dirname(self._path)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(
+                f"{self._path}: the directory {directory} does not exist; create it first"
+            )
+        self._lock = LeaseLock(self._path + ".lock", lease=lock_lease, timeout=lock_timeout)
+        self._end = Cursor(0, 0)  # a frame boundary this process has checked
+        if os.path.exists(self._path):
+            with open(self._path, "rb") as f:
+                self._check_magic(f.fileno())
+
+    @property
+    def location(self) -> str:
+        return self._path
+
+    @property
+    def lock(self) -> LeaseLock:
+        return self._lock
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FileBackend, (self._path, self._lock.lease, self._lock.timeout))
+
+    def append(self, payloads: Sequence[bytes]) -> None:
+        data = b"".join(frames.pack(p) for p in payloads)
+        with self._lock.hold():
+            self._append_locked(data, only_if_empty=False)
+
+    def append_head(self, payload: bytes) -> None:
+        with self._lock.hold():
+            self._append_locked(frames.pack(payload), only_if_empty=True)
+
+    def read(self, after: Cursor | None = None) -> Iterator[Batch]:
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # nothing written yet
+        try:
+            yield from self._read(fd, after)
+        finally:
+            os.close(fd)
+
+    def _append_locked(self, data: bytes, only_if_empty: bool) -> None:
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError as err:
+            raise PermissionError(
+                err.errno, f"{self._path}: no permission to write the journal"
+            ) from err
+        try:
+            end = self._end
+            for batch in self._read(fd, end):
+                end = batch.cursor
+            self._end = end
+            if only_if_empty and end.count > 0:
+                return
+            offset = int(end.token)
+            if offset == 0:
+                data = frames.MAGIC + data
+            size = os.fstat(fd).st_size
+            if size > offset:
+                _logger.warning(
+                    "%s: overwriting an incomplete last frame of %d bytes at byte offset %d "
+                    "(a writer died mid-append; it was never acknowledged).",
+                    self._path,
+                    size - offset,
+                    offset,
+                )
+            self._lock.verify()
+            _pwrite_all(fd, data, offset)
+            if size > offset + len(data):
+                os.ftruncate(fd, offset + len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _check_magic(self, fd: int) -> bool:
+        """Return whether the file has its magic; raise if it is something else."""
+        head = os.pread(fd, len(frames.MAGIC), 0)
+        if head == frames.MAGIC:
+            return True
+        if frames.MAGIC.startswith(head):
+            return False  # empty, or a creator died mid-magic: an empty log
+        hint = ""
+        if head.startswith(b"{"):
+            hint = " It looks like Optuna's own JSON journal: use optuna.storages.JournalStorage."
+        raise NotAJournalError(
+            f"{self._path}: not an optuna-journal log (it starts with {head!r}); "
+            f"refusing to read or overwrite it.{hint}"
+        )
+
+    def _read(self, fd: int, after: Cursor | None) -> Iterator[Batch]:
+        if after is None or after.token == 0:
+            if not self._check_magic(fd):
+                return
+            after = Cursor(0, len(frames.MAGIC))
+        count, pos = after.count, int(after.token)
+        size = os.fstat(fd).st_size
+        want = _CHUNK
+        while pos < size:
+            buf = os.pread(fd, min(want, size - pos), pos)
+            parsed = frames.parse(buf)
+            if parsed.payloads:
+                count += len(parsed.payloads)
+                pos += parsed.stop
+                yield Batch(Cursor(count, pos), parsed.payloads)
+            if parsed.error is not None:
+                if self._zeros_to_end(fd, pos, size):
+                    return  # a tail the filesystem zero-filled after a crash: torn
+                raise CorruptLogError(self._path, pos, count, parsed.error)
+            if parsed.need:
+                if pos + parsed.need > size:
+                    return  # an incomplete last frame: invisible until it is complete
+                want = max(_CHUNK, parsed.need)
+            elif not parsed.payloads:
+                return
+
+    def _zeros_to_end(self, fd: int, pos: int, size: int) -> bool:
+        while pos < size:
+            chunk = os.pread(fd, min(_CHUNK, size - pos), pos)
+            if chunk.count(0) != len(chunk):
+                return False
+            pos += len(chunk)
+        return True
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n

@@ -1,0 +1,50 @@
+"""A log in a Python list: for tests and single-process use.
+
+Atomic and durable only within the process. A pickled ``MemoryBackend`` carries its records
+by value (there is no location to reopen), like Optuna's ``InMemoryStorage``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+import threading
+from typing import Any
+
+from optuna_journal.backends.base import Batch, Cursor
+
+
+class MemoryBackend:
+    """A log held in memory by this process."""
+
+    def __init__(self) -> None:
+        self._payloads: list[bytes] = []
+        self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return f"memory:{id(self):#x}"
+
+    def append(self, payloads: Sequence[bytes]) -> None:
+        with self._lock:
+            self._payloads.extend(payloads)
+
+    def append_head(self, payload: bytes) -> None:
+        with self._lock:
+            if not self._payloads:
+                self._payloads.append(payload)
+
+    def read(self, after: Cursor | None = None) -> Iterator[Batch]:
+        start = 0 if after is None else after.count
+        with self._lock:
+            payloads = self._payloads[start:]
+        if payloads:
+            end = start + len(payloads)
+            yield Batch(Cursor(end, end), payloads)
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {"payloads": list(self._payloads)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._payloads = state["payloads"]
+        self._lock = threading.Lock()

@@ -1,0 +1,54 @@
+"""Optuna distributions to record Structs and back.
+
+Optuna's deprecated distribution classes (``UniformDistribution`` and friends) are stored as
+the modern class they subclass; every other field is kept exactly.
+"""
+
+from __future__ import annotations
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from optuna_journal.records import AnyDistribution, CategoricalDist, FloatDist, IntDist
+
+
+def to_record(dist: BaseDistribution) -> AnyDistribution:
+    """Describe an Optuna distribution as a record field.
+
+    Raises:
+        TypeError: A distribution class Optuna does not define.
+    """
+    if isinstance(dist, FloatDistribution):
+        return FloatDist(float(dist.low), float(dist.high), bool(dist.log), dist.step)
+    if isinstance(dist, IntDistribution):
+        return IntDist(int(dist.low), int(dist.high), bool(dist.log), int(dist.step))
+    if isinstance(dist, CategoricalDistribution):
+        return CategoricalDist(tuple(dist.choices))
+    raise TypeError(f"cannot store a distribution of type {type(dist).__name__}")
+
+
+def _build(dist: AnyDistribution) -> BaseDistribution:
+    if isinstance(dist, FloatDist):
+        return FloatDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDist):
+        return IntDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
+    return CategoricalDistribution(dist.choices)
+
+
+_cache: dict[object, BaseDistribution] = {}
+
+
+def from_record(dist: AnyDistribution) -> BaseDistribution:
+    """Rebuild the Optuna distribution; equal records share one (never mutated) object."""
+    # Types are part of the key: (1,), (1.0,) and (True,) are equal tuples but other choices.
+    key = (dist, tuple(map(type, dist.choices))) if isinstance(dist, CategoricalDist) else dist
+    built = _cache.get(key)
+    if built is None:
+        built = _build(dist)
+        if len(_cache) < 4096:
+            _cache[key] = built
+    return built

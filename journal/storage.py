@@ -1,0 +1,412 @@
+"""``JournalStorage``: Optuna's ``BaseStorage`` on an append-only log of typed records.
+
+Every write builds a record, appends it, reads the log up to and including it, and returns the
+verdict replay gave *that* record (found by its ``rid``). Log order decides every conflict, so
+every process reaches the same verdict; only the writer of a rejected record sees the error.
+Every read first applies the new tail of the log, then answers from memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+import copy
+from datetime import datetime, timezone
+import os
+import threading
+from typing import Any, TypeVar
+import uuid
+
+import optuna
+from optuna._typing import JSONSerializable
+from optuna.distributions import BaseDistribution
+from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_journal import codec
+from optuna_journal.backends.base import Backend, Cursor
+from optuna_journal.distributions import to_record
+from optuna_journal.errors import JournalError
+from optuna_journal.records import (
+    SCHEMA_VERSION,
+    AnyRecord,
+    Direction,
+    JournalHeader,
+    Param,
+    StateCode,
+    StudyCreated,
+    StudyDeleted,
+    StudySystemAttrSet,
+    StudyUserAttrSet,
+    TrialCreated,
+    TrialIntermediateValueSet,
+    TrialParamSet,
+    TrialStateSet,
+    TrialSystemAttrSet,
+    TrialUserAttrSet,
+)
+from optuna_journal.replay import Reason, Rejected, State, Verdict, apply
+from optuna_journal.writer import writer_id
+
+_logger = optuna.logging.get_logger("optuna.journal.storage")
+
+_ERRORS: dict[Reason, type[Exception]] = {
+    Reason.NO_STUDY: KeyError,
+    Reason.NO_TRIAL: KeyError,
+    Reason.DUPLICATE_STUDY: DuplicatedStudyError,
+    Reason.TRIAL_FINISHED: UpdateFinishedTrialError,
+    Reason.INCOMPATIBLE_DISTRIBUTION: ValueError,
+}
+
+R = TypeVar("R", bound=AnyRecord)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Optuna's naive local datetimes (or aware ones) as aware UTC."""
+    return None if moment is None else moment.astimezone(timezone.utc)
+
+
+def _checked_attr(key: str, value: Any) -> Any:
+    """Fail with the key's name, before anything is appended, if ``value`` cannot be stored."""
+    if not isinstance(key, str):
+        raise TypeError(f"attribute keys must be str, got {type(key).__name__} {key!r}")
+    try:
+        codec.encode_value(value)
+    except TypeError as err:
+        raise TypeError(f"cannot store the attribute {key!r}: {err}") from None
+    return value
+
+
+class JournalStorage(BaseStorage):
+    """An Optuna storage whose every mutation is a typed record in an append-only log.
+
+    Args:
+        backend: Where the log lives, e.g.
+            :class:`~optuna_journal.backends.FileBackend` or
+            :class:`~optuna_journal.backends.MemoryBackend`.
+
+    Raises:
+        NotAJournalError: The backend holds something that is not a journal.
+        SchemaVersionError: The log was written by a newer, incompatible schema.
+        CorruptLogError: A record in the log fails its checks.
+
+    Example:
+        .. code::
+
+            import optuna
+            import optuna_journal
+
+            storage = optuna_journal.open_storage("./study.journal")
+            study = optuna.create_study(storage=storage, study_name="demo")
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._state = State()
+        self._cursor: Cursor | None = None
+        self._header: JournalHeader | None = None
+        with self._lock:
+            self._sync()
+            if self._header is None:
+                self._backend.append_head(
+                    codec.encode(
+                        JournalHeader(
+                            schema_version=SCHEMA_VERSION,
+                            library=f"optuna-journal {_version()}",
+                            writer=writer_id(),
+                            at=datetime.now(timezone.utc),
+                        )
+                    )
+                )
+                self._sync()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def position(self) -> int:
+        """How many records (the header included) this storage has applied."""
+        return self._state.position
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The backend pickles as its location; the child replays the log itself.
+        return (JournalStorage, (self._backend,))
+
+    # Log plumbing.
+
+    def _sync(self, rid: bytes | None = None) -> Verdict:
+        """Apply the new tail of the log; return the verdict of the record ``rid`` in it."""
+        state = self._state
+        location = self._backend.location
+        verdict: Verdict = None
+        found = rid is None
+        for batch in self._backend.read(self._cursor):
+            payloads = batch.payloads
+            if self._header is None:
+                self._header = codec.decode_header(payloads[0], location)
+                state.position += 1
+                payloads = payloads[1:]
+            records = codec.decode(payloads, location, state.position)
+            if found:
+                for record in records:
+                    apply(state, record)
+            else:
+                for record in records:
+                    result = apply(state, record)
+                    if record.rid == rid:
+                        verdict, found = result, True
+            self._cursor = batch.cursor
+        if not found:
+            raise JournalError(
+                f"{location}: a record this process appended is missing when the log is read "
+                "back; another tool may have rewritten the log under a running writer"
+            )
+        return verdict
+
+    def _new(self, kind: type[R], at: datetime | None = None, **fields: Any) -> R:
+        return kind(
+            rid=os.urandom(16),
+            writer=writer_id(),
+            at=at or datetime.now(timezone.utc),
+            **fields,
+        )
+
+    def _write(self, record: AnyRecord) -> Verdict:
+        payload = codec.encode(record)
+        with self._lock:
+            self._backend.append([payload])
+            verdict = self._sync(record.rid)
+        if isinstance(verdict, Rejected):
+            raise _ERRORS[verdict.reason](verdict.message)
+        return verdict
+
+    # Studies.
+
+    def create_new_study(
+        self, directions: Sequence[StudyDirection], study_name: str | None = None
+    ) -> int:
+        if not directions:
+            raise ValueError("a study needs at least one direction")
+        for d in directions:
+            if d not in (StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE):
+                raise ValueError(f"directions must be MINIMIZE or MAXIMIZE, got {d!r}")
+        if study_name is None:
+            study_name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4())
+        record = self._new(
+            StudyCreated, name=study_name, directions=tuple(Direction(d.value) for d in directions)
+        )
+        study_id = self._write(record)
+        assert isinstance(study_id, int)
+        _logger.info(f"A new study created in Journal with name: {study_name}")
+        return study_id
+
+    def delete_study(self, study_id: int) -> None:
+        self._write(self._new(StudyDeleted, study_id=study_id))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        value = _checked_attr(key, value)
+        self._write(self._new(StudyUserAttrSet, study_id=study_id, key=key, value=value))
+
+    def set_study_system_attr(self, study_id: int, key: str, value: JSONSerializable) -> None:
+        value = _checked_attr(key, value)
+        self._write(self._new(StudySystemAttrSet, study_id=study_id, key=key, value=value))
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        with self._lock:
+            self._sync()
+            try:
+                return self._state.study_ids[study_name]
+            except KeyError:
+                raise KeyError(f"No study with name '{study_name}' exists.") from None
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        with self._lock:
+            self._sync()
+            return self._state.study(study_id).name
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        with self._lock:
+            self._sync()
+            return list(self._state.study(study_id).directions)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        with self._lock:
+            self._sync()
+            return dict(self._state.study(study_id).user_attrs)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        with self._lock:
+            self._sync()
+            return dict(self._state.study(study_id).system_attrs)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        with self._lock:
+            self._sync()
+            return [study.freeze() for study in self._state.studies.values()]
+
+    # Trials.
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None:
+            now = datetime.now(timezone.utc)
+            record = self._new(TrialCreated, at=now, study_id=study_id, datetime_start=now)
+        else:
+            t = template_trial
+            for key, value in t.user_attrs.items():
+                _checked_attr(key, value)
+            for key, value in t.system_attrs.items():
+                _checked_attr(key, value)
+            record = self._new(
+                TrialCreated,
+                study_id=study_id,
+                state=StateCode(t.state.value),
+                values=None if t.values is None else tuple(float(v) for v in t.values),
+                datetime_start=_utc(t.datetime_start),
+                datetime_complete=_utc(t.datetime_complete),
+                params={
+                    name: Param(
+                        float(t.distributions[name].to_internal_repr(value)),
+                        to_record(t.distributions[name]),
+                    )
+                    for name, value in t.params.items()
+                },
+                user_attrs=dict(t.user_attrs),
+                system_attrs=dict(t.system_attrs),
+                intermediate_values={
+                    int(step): float(v) for step, v in t.intermediate_values.items()
+                },
+            )
+        trial_id = self._write(record)
+        assert isinstance(trial_id, int)
+        return trial_id
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        record = self._new(
+            TrialParamSet,
+            trial_id=trial_id,
+            name=param_name,
+            internal=float(param_value_internal),
+            distribution=to_record(distribution),
+        )
+        self._write(record)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        with self._lock:
+            self._sync()
+            trials = self._state.study(study_id).trials
+            if not 0 <= trial_number < len(trials):
+                raise KeyError(f"No trial with {trial_number=} exists in study with {study_id=}.")
+            return trials[trial_number].trial_id
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        with self._lock:
+            self._sync()
+            return self._state.trial(trial_id).number
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        with self._lock:
+            self._sync()
+            row = self._state.trial(trial_id)
+            if param_name not in row.params:
+                raise KeyError(f"Trial#{row.number} has no parameter {param_name!r}.")
+            return float(row.distributions[param_name].to_internal_repr(row.params[param_name]))
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state == TrialState.RUNNING:
+            # Claiming a trial: if it runs already we lost, and there is nothing to write.
+            with self._lock:
+                self._sync()
+                row = self._state.trial(trial_id)
+                if row.state.is_finished():
+                    raise UpdateFinishedTrialError(
+                        f"Trial#{row.number} has already finished and can not be updated."
+                    )
+                if row.state == TrialState.RUNNING:
+                    return False
+        record = self._new(
+            TrialStateSet,
+            trial_id=trial_id,
+            state=StateCode(state.value),
+            values=None if values is None else tuple(float(v) for v in values),
+        )
+        return bool(self._write(record))
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        record = self._new(
+            TrialIntermediateValueSet,
+            trial_id=trial_id,
+            step=int(step),
+            value=float(intermediate_value),
+        )
+        self._write(record)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        value = _checked_attr(key, value)
+        self._write(self._new(TrialUserAttrSet, trial_id=trial_id, key=key, value=value))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: JSONSerializable) -> None:
+        value = _checked_attr(key, value)
+        self._write(self._new(TrialSystemAttrSet, trial_id=trial_id, key=key, value=value))
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            self._sync()
+            return self._state.frozen_trial(trial_id)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        with self._lock:
+            self._sync()
+            trials = self._state.frozen_trials(study_id, states)
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_n_trials(
+        self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None
+    ) -> int:
+        states = (state,) if isinstance(state, TrialState) else state
+        with self._lock:
+            self._sync()
+            return self._state.n_trials(study_id, states)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        with self._lock:
+            self._sync()
+            study = self._state.study(study_id)
+            if study.counts[TrialState.COMPLETE.value] == 0 or (
+                study.best is None and len(study.directions) == 1
+            ):
+                raise ValueError("No trials are completed yet.")
+            if len(study.directions) > 1:
+                raise RuntimeError(
+                    "Best trial can be obtained only for single-objective optimization."
+                )
+            assert study.best is not None
+            return self._state.frozen_trial(study.best.trial_id)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optuna-journal")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,194 @@
+"""The in-memory snapshot that replay builds and reads are answered from.
+
+Rows are mutable and private; what leaves this module are Optuna's ``FrozenTrial`` and
+``FrozenStudy`` objects built from copies of a row, cached until the row changes
+(copy-on-write: an object handed out is never touched again). Every index a read needs is
+kept up to date by :func:`optuna_journal.replay.apply.apply`, so no read scans a study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from datetime import datetime
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+
+class TrialRow:
+    """One trial as replay knows it. Params are kept in Optuna's external representation."""
+
+    __slots__ = (
+        "trial_id",
+        "number",
+        "study",
+        "state",
+        "values",
+        "datetime_start",
+        "datetime_complete",
+        "params",
+        "distributions",
+        "user_attrs",
+        "system_attrs",
+        "intermediate_values",
+    )
+
+    def __init__(
+        self,
+        trial_id: int,
+        number: int,
+        study: StudyRow,
+        state: TrialState,
+        values: list[float] | None,
+        datetime_start: datetime | None,
+        datetime_complete: datetime | None,
+    ) -> None:
+        self.trial_id = trial_id
+        self.number = number
+        self.study = study
+        self.state = state
+        self.values = values
+        self.datetime_start = datetime_start
+        self.datetime_complete = datetime_complete
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
+        self.user_attrs: dict[str, Any] = {}
+        self.system_attrs: dict[str, Any] = {}
+        self.intermediate_values: dict[int, float] = {}
+
+    def freeze(self) -> FrozenTrial:
+        return FrozenTrial(
+            number=self.number,
+            state=self.state,
+            value=None,
+            values=self.values,  # FrozenTrial copies it into a list of its own
+            datetime_start=self.datetime_start,
+            datetime_complete=self.datetime_complete,
+            params=dict(self.params),
+            distributions=dict(self.distributions),
+            user_attrs=dict(self.user_attrs),
+            system_attrs=dict(self.system_attrs),
+            intermediate_values=dict(self.intermediate_values),
+            trial_id=self.trial_id,
+        )
+
+
+class StudyRow:
+    """One study: its attrs, its trials by number, and the indexes reads use."""
+
+    __slots__ = (
+        "study_id",
+        "name",
+        "directions",
+        "user_attrs",
+        "system_attrs",
+        "trials",
+        "frozen",
+        "stale",
+        "frozen_study",
+        "counts",
+        "best",
+        "first_distribution",
+    )
+
+    def __init__(self, study_id: int, name: str, directions: list[StudyDirection]) -> None:
+        self.study_id = study_id
+        self.name = name
+        self.directions = directions
+        self.user_attrs: dict[str, Any] = {}
+        self.system_attrs: dict[str, Any] = {}
+        self.trials: list[TrialRow] = []
+        # frozen[n] is trials[n] as last handed out; numbers in `stale` must be rebuilt first.
+        self.frozen: list[FrozenTrial | None] = []
+        self.stale: set[int] = set()
+        self.frozen_study: FrozenStudy | None = None
+        self.counts = [0] * len(TrialState)
+        self.best: TrialRow | None = None  # single-objective studies only
+        # The first distribution recorded for each param name: later ones must be compatible.
+        self.first_distribution: dict[str, BaseDistribution] = {}
+
+    def touch(self, trial: TrialRow) -> None:
+        """Note that a trial changed, so its frozen copy must be rebuilt before it is read."""
+        self.stale.add(trial.number)
+
+    def freeze_trials(self) -> list[FrozenTrial]:
+        """Every trial, frozen; only trials that changed since the last call are rebuilt."""
+        frozen = self.frozen
+        if self.stale:
+            trials = self.trials
+            for number in self.stale:
+                frozen[number] = trials[number].freeze()
+            self.stale.clear()
+        return frozen  # type: ignore[return-value]  # no None is left once `stale` is empty
+
+    def freeze(self) -> FrozenStudy:
+        if self.frozen_study is None:
+            self.frozen_study = FrozenStudy(
+                study_name=self.name,
+                direction=None,
+                user_attrs=dict(self.user_attrs),
+                system_attrs=dict(self.system_attrs),
+                study_id=self.study_id,
+                directions=list(self.directions),
+            )
+        return self.frozen_study
+
+
+class State:
+    """Everything a log's records say, as of ``position`` records.
+
+    Attributes:
+        position: How many records (header included) have been applied.
+        studies: Studies by id; a deleted study is gone.
+        study_ids: Study ids by name.
+        trials: Trials by id, across studies.
+        next_study_id: The id the next created study gets (ids are never reused).
+        next_trial_id: Likewise for trials.
+    """
+
+    __slots__ = ("position", "studies", "study_ids", "trials", "next_study_id", "next_trial_id")
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.studies: dict[int, StudyRow] = {}
+        self.study_ids: dict[str, int] = {}
+        self.trials: dict[int, TrialRow] = {}
+        self.next_study_id = 0
+        self.next_trial_id = 0
+
+    def study(self, study_id: int) -> StudyRow:
+        try:
+            return self.studies[study_id]
+        except KeyError:
+            raise KeyError(f"No study with study_id {study_id} exists.") from None
+
+    def trial(self, trial_id: int) -> TrialRow:
+        try:
+            return self.trials[trial_id]
+        except KeyError:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.") from None
+
+    def frozen_trial(self, trial_id: int) -> FrozenTrial:
+        row = self.trial(trial_id)
+        study = row.study
+        if row.number in study.stale:
+            study.frozen[row.number] = row.freeze()
+            study.stale.discard(row.number)
+        return study.frozen[row.number]  # type: ignore[return-value]
+
+    def frozen_trials(
+        self, study_id: int, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        frozen = self.study(study_id).freeze_trials()
+        if states is None:
+            return list(frozen)
+        return [t for t in frozen if t.state in states]
+
+    def n_trials(self, study_id: int, states: tuple[TrialState, ...] | None) -> int:
+        study = self.study(study_id)
+        if states is None:
+            return len(study.trials)
+        return sum(study.counts[s.value] for s in set(states))
