@@ -1,0 +1,83 @@
+"""The contract every backend keeps; each backend's test is a one-line subclass."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from optuna_journal.backends import Backend, Cursor
+
+
+def _all(backend: Backend, after: Cursor | None = None) -> tuple[list[bytes], Cursor | None]:
+    payloads: list[bytes] = []
+    cursor = after
+    for batch in backend.read(after):
+        payloads += batch.payloads
+        cursor = batch.cursor
+    return payloads, cursor
+
+
+class BackendContract:
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError
+
+    def reopen(self, backend: Backend) -> Backend:
+        """A second handle on the same log, as another process would have."""
+        raise NotImplementedError
+
+    def test_backend_empty_log_reads_nothing(self, backend: Backend) -> None:
+        assert _all(backend) == ([], None)
+
+    def test_backend_reads_appends_in_order_with_counts(self, backend: Backend) -> None:
+        backend.append_head(b"head")
+        backend.append([b"a", b"bb"])
+        backend.append([b""])
+        payloads, cursor = _all(backend)
+        assert payloads == [b"head", b"a", b"bb", b""]
+        assert cursor is not None and cursor.count == 4
+
+    def test_backend_reads_only_after_the_cursor(self, backend: Backend) -> None:
+        backend.append_head(b"head")
+        backend.append([b"a"])
+        _, cursor = _all(backend)
+        backend.append([b"b", b"c"])
+        payloads, after = _all(backend, cursor)
+        assert payloads == [b"b", b"c"]
+        assert after is not None and after.count == 4
+        assert _all(backend, after) == ([], after)
+
+    def test_backend_head_is_written_once(self, backend: Backend) -> None:
+        other = self.reopen(backend)
+        backend.append_head(b"first")
+        other.append_head(b"second")
+        backend.append([b"x"])
+        backend.append_head(b"third")
+        assert _all(other)[0] == [b"first", b"x"]
+
+    def test_backend_other_handles_see_the_same_log(self, backend: Backend) -> None:
+        other = self.reopen(backend)
+        backend.append_head(b"h")
+        other.append([b"from other"])
+        backend.append([b"from first"])
+        assert _all(backend)[0] == _all(other)[0] == [b"h", b"from other", b"from first"]
+
+    def test_backend_concurrent_appends_lose_nothing(self, backend: Backend) -> None:
+        backend.append_head(b"h")
+
+        def write(n: int) -> None:
+            mine = self.reopen(backend)
+            for i in range(25):
+                mine.append([f"{n}:{i}".encode()])
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        payloads = _all(backend)[0][1:]
+        assert sorted(payloads) == sorted(f"{n}:{i}".encode() for n in range(4) for i in range(25))
+        for n in range(4):  # each writer's records stay in its own order
+            mine = [p for p in payloads if p.startswith(f"{n}:".encode())]
+            assert mine == [f"{n}:{i}".encode() for i in range(25)]

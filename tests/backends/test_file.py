@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import pickle
+import tempfile
+
+import pytest
+
+from optuna_journal.backends import Backend, FileBackend, frames
+from optuna_journal.errors import CorruptLogError, NotAJournalError
+from tests.backends.contract import BackendContract, _all
+
+
+class TestFileBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Backend:
+        return FileBackend(tmp_path / "log.journal")
+
+    def reopen(self, backend: Backend) -> Backend:
+        return FileBackend(backend.location)
+
+
+def _log(tmp_path: Path, payloads: list[bytes]) -> tuple[FileBackend, list[int]]:
+    """A log holding ``payloads``, and the byte offset where each frame starts."""
+    backend = FileBackend(tmp_path / "log.journal")
+    backend.append_head(payloads[0])
+    backend.append(payloads[1:])
+    starts, pos = [], len(frames.MAGIC)
+    for p in payloads:
+        starts.append(pos)
+        pos += frames.HEADER_SIZE + len(p)
+    assert os.path.getsize(backend.location) == pos
+    return backend, starts
+
+
+PAYLOADS = [b"head", b"first", b"x" * 300, b"third", b"fourth!"]
+
+
+def test_file_every_cut_in_the_last_three_frames_reads_the_frames_before_it(
+    tmp_path: Path,
+) -> None:
+    backend, starts = _log(tmp_path, PAYLOADS)
+    whole = Path(backend.location).read_bytes()
+    for cut in range(starts[-3], len(whole)):
+        Path(backend.location).write_bytes(whole[:cut])
+        complete = sum(1 for s, p in zip(starts, PAYLOADS) if s + 12 + len(p) <= cut)
+        assert _all(FileBackend(backend.location))[0] == PAYLOADS[:complete], cut
+
+
+def test_file_torn_tail_is_overwritten_by_the_next_writer(tmp_path: Path) -> None:
+    backend, starts = _log(tmp_path, PAYLOADS)
+    with open(backend.location, "r+b") as f:
+        f.truncate(starts[-1] + 5)  # the last frame is cut mid-header
+    writer = FileBackend(backend.location)
+    writer.append([b"after the crash"])
+    assert _all(FileBackend(backend.location))[0] == PAYLOADS[:-1] + [b"after the crash"]
+
+
+def test_file_zero_filled_tail_is_torn_not_corrupt(tmp_path: Path) -> None:
+    backend, _ = _log(tmp_path, PAYLOADS)
+    with open(backend.location, "ab") as f:
+        f.write(bytes(4096))  # what a crash can leave where the filesystem had extended the file
+    assert _all(FileBackend(backend.location))[0] == PAYLOADS
+    FileBackend(backend.location).append([b"next"])
+    assert _all(FileBackend(backend.location))[0] == PAYLOADS + [b"next"]
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_file_corruption_in_the_middle_names_path_offset_and_record(
+    tmp_path: Path, where: str
+) -> None:
+    backend, starts = _log(tmp_path, PAYLOADS)
+    data = bytearray(Path(backend.location).read_bytes())
+    data[starts[2] + (1 if where == "header" else 20)] ^= 0x40
+    Path(backend.location).write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError) as info:
+        _all(FileBackend(backend.location))
+    err = info.value
+    assert (err.location, err.offset, err.record) == (backend.location, starts[2], 2)
+    assert f"byte offset {starts[2]} (record 2)" in str(err) and backend.location in str(err)
+    # A writer refuses to append to a corrupt log, and leaves it as it was.
+    with pytest.raises(CorruptLogError):
+        FileBackend(backend.location).append([b"more"])
+    assert Path(backend.location).read_bytes() == bytes(data)
+
+
+def test_file_that_is_not_a_journal_is_refused_and_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.log"
+    content = b'{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}\n'
+    path.write_bytes(content)
+    with pytest.raises(NotAJournalError, match="Optuna's own JSON journal"):
+        FileBackend(path)
+    assert path.read_bytes() == content
+
+
+def test_file_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FileBackend(tmp_path / "nowhere" / "log.journal")
+
+
+def _append_in_read_only_dir(directory: str) -> str:
+    try:
+        FileBackend(os.path.join(directory, "log.journal")).append_head(b"h")
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
+def _as_nobody(directory: str) -> str:
+    """Root ignores permissions: run the check in a forked child that dropped to nobody."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: it needs no exec, so no interpreter path it might not reach
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, _append_in_read_only_dir(directory).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_file_without_write_permission_is_a_clear_error() -> None:
+    with tempfile.TemporaryDirectory() as parent:
+        os.chmod(parent, 0o755)  # traversable by the unprivileged child
+        directory = os.path.join(parent, "ro")
+        os.mkdir(directory, 0o555)
+        message = _check_read_only(directory)
+    assert message.startswith("PermissionError") and "no permission" in message, message
+    assert "log.journal" in message, message
+
+
+def _check_read_only(directory: str) -> str:
+    if os.geteuid() == 0:
+        return _as_nobody(directory)
+    return _append_in_read_only_dir(directory)
+
+
+def test_file_backend_pickles_as_its_location(tmp_path: Path) -> None:
+    backend, _ = _log(tmp_path, [b"h"] + [b"p" * 1000] * 10)
+    blob = pickle.dumps(backend)
+    assert len(blob) < 300 and b"p" * 100 not in blob
+    assert _all(pickle.loads(blob))[0] == _all(backend)[0]

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+import signal
+import time
+
+import pytest
+
+from optuna_journal.backends.lock import LeaseLock
+from optuna_journal.errors import LockLostError, LockTimeoutError
+from tests.workers import hold_lock
+
+ctx = multiprocessing.get_context("spawn")
+
+
+def _start_holder(tmp_path: Path, lease: float, seconds: float) -> multiprocessing.Process:
+    ready = tmp_path / "ready"
+    holder = ctx.Process(
+        target=hold_lock, args=(str(tmp_path / "log.lock"), lease, seconds, str(ready))
+    )
+    holder.start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert holder.is_alive() and time.monotonic() < deadline, "the holder never took the lock"
+        time.sleep(0.01)
+    return holder
+
+
+def test_lock_of_a_sigkilled_holder_is_taken_over_after_the_lease(tmp_path: Path) -> None:
+    holder = _start_holder(tmp_path, lease=0.5, seconds=600)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    lock = LeaseLock(str(tmp_path / "log.lock"), lease=0.5, timeout=30)
+    assert (tmp_path / "log.lock").exists()  # the dead holder's lock is still there
+    started = time.monotonic()
+    with lock.hold():
+        waited = time.monotonic() - started
+        assert f'"pid": {os.getpid()}' in (tmp_path / "log.lock").read_text()
+    assert waited >= 0.5  # not before the lease ran out: the holder might have been alive
+    assert not (tmp_path / "log.lock").exists()
+    assert not list(tmp_path.glob("*.stale.*"))
+
+
+def test_lock_of_a_live_refreshing_holder_is_never_taken_over(tmp_path: Path) -> None:
+    holder = _start_holder(tmp_path, lease=0.3, seconds=3.0)
+    lock = LeaseLock(str(tmp_path / "log.lock"), lease=0.3, timeout=1.5)
+    with pytest.raises(LockTimeoutError, match=f"pid {holder.pid}"):
+        with lock.hold():
+            pass
+    holder.join()
+    assert holder.exitcode == 0
+    with lock.hold():  # released by its holder: free at once
+        pass
+
+
+def test_lock_holder_that_lost_its_lock_refuses_to_write(tmp_path: Path) -> None:
+    lock = LeaseLock(str(tmp_path / "log.lock"), lease=5)
+    with lock.hold():
+        lock.verify()
+        os.replace(tmp_path / "log.lock", tmp_path / "moved")
+        (tmp_path / "log.lock").write_text("someone else")
+        with pytest.raises(LockLostError, match="taken over"):
+            lock.verify()
+    assert (tmp_path / "log.lock").read_text() == "someone else"  # not ours: left alone
+
+
+def test_lock_rejects_nonsense_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        LeaseLock(str(tmp_path / "l"), lease=0)

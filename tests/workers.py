@@ -1,0 +1,54 @@
+"""Functions run in spawned child processes by the tests (importable by module name)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import random
+import time
+
+import optuna
+
+from optuna_journal import FileBackend, JournalStorage
+from optuna_journal.backends.lock import LeaseLock
+
+
+def hold_lock(lock_path: str, lease: float, seconds: float, ready: str) -> None:
+    """Take the lock, say so by creating ``ready``, and hold it for ``seconds``."""
+    lock = LeaseLock(lock_path, lease=lease)
+    with lock.hold():
+        Path(ready).touch()
+        time.sleep(seconds)
+
+
+def optimize(path: str, study_name: str, n_trials: int, executed: str | None = None) -> None:
+    """Run ``n_trials`` of a cheap objective; append each executed trial number to ``executed``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=JournalStorage(FileBackend(path)),
+        sampler=optuna.samplers.RandomSampler(),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -10, 10)
+        trial.report(x, 0)
+        if executed is not None:
+            fd = os.open(executed, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(fd, f"{trial.number}\n".encode())
+            os.close(fd)
+        return x * x
+
+    study.optimize(objective, n_trials=n_trials)
+
+
+def write_until_killed(path: str, acks: str, lease: float) -> None:
+    """Append records of random sizes forever; log each acknowledged key to ``acks``."""
+    storage = JournalStorage(FileBackend(path, lock_lease=lease))
+    study_id = storage.get_study_id_from_name("crash")
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    rng = random.Random(os.getpid())
+    while True:
+        key = f"{os.getpid()}-{time.monotonic_ns()}"
+        storage.set_study_user_attr(study_id, key, "v" * rng.choice([1, 100, 10_000, 300_000]))
+        os.write(fd, f"{key}\n".encode())  # in the page cache: survives SIGKILL
