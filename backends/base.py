@@ -15,11 +15,11 @@ class Cursor(NamedTuple):
     """Where a reader stands in a log.
 
     Attributes:
-        count: How many records lie before this point (the next record's number).
+        records: How many records lie before this point (the next record's number).
         token: The medium's own position there: a byte offset in a file, a stream id in Redis.
     """
 
-    count: int
+    records: int
     token: int | str
 
 

@@ -49,8 +49,9 @@ class FileBackend:
         NotAJournalError: The file exists but is not an optuna-journal log.
     """
 
-    def __init__(self, path: str | os.PathLike[str], lock_lease: float = 10.0,
-                 lock_timeout: float = 120.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], lock_lease: float = 10.0, lock_timeout: float = 120.0
+    ) -> None:
         self._path = os.path.abspath(os.fspath(path))
         directory = os.path.dirname(self._path)
         if not os.path.isdir(directory):
@@ -105,7 +106,7 @@ class FileBackend:
             for batch in self._read(fd, end):
                 end = batch.cursor
             self._end = end
-            if only_if_empty and end.count > 0:
+            if only_if_empty and end.records > 0:
                 return
             offset = int(end.token)
             if offset == 0:
@@ -147,7 +148,7 @@ class FileBackend:
             if not self._check_magic(fd):
                 return
             after = Cursor(0, len(frames.MAGIC))
-        count, pos = after.count, int(after.token)
+        count, pos = after.records, int(after.token)
         size = os.fstat(fd).st_size
         want = _CHUNK
         while pos < size:

@@ -34,7 +34,7 @@ class MemoryBackend:
                 self._payloads.append(payload)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
-        start = 0 if after is None else after.count
+        start = 0 if after is None else after.records
         with self._lock:
             payloads = self._payloads[start:]
         if payloads:

@@ -23,13 +23,18 @@ def _parser() -> argparse.ArgumentParser:
         "with intermediate values) with several worker processes sharing one journal file, "
         "then print the best trial, the trials per state and the journal's size.",
     )
-    demo.add_argument("--journal", default="optuna-journal-demo.journal",
-                      help="journal file (default: %(default)s)")
+    demo.add_argument(
+        "--journal",
+        default="optuna-journal-demo.journal",
+        help="journal file (default: %(default)s)",
+    )
     demo.add_argument("--study", default="demo", help="study name (default: %(default)s)")
-    demo.add_argument("--workers", type=int, default=4,
-                      help="worker processes (default: %(default)s)")
-    demo.add_argument("--trials", type=int, default=200,
-                      help="trials in all (default: %(default)s)")
+    demo.add_argument(
+        "--workers", type=int, default=4, help="worker processes (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--trials", type=int, default=200, help="trials in all (default: %(default)s)"
+    )
     return parser
 
 

@@ -14,8 +14,11 @@ from tqdm import tqdm
 from optuna_journal.backends.file import FileBackend
 from optuna_journal.storage import JournalStorage
 
-_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-             optuna.trial.TrialState.FAIL)
+_FINISHED = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
 def objective(trial: optuna.Trial) -> float:
@@ -62,7 +65,8 @@ def run(path: str, study_name: str, workers: int, trials: int) -> int:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(path, study_name, share, seed))
-        for seed, share in enumerate(shares) if share
+        for seed, share in enumerate(shares)
+        if share
     ]
     for p in procs:
         p.start()

@@ -30,7 +30,7 @@ class CorruptLogError(JournalError, ValueError):
         offset: int | None,
         record: int,
         reason: str,
-        hint: str = "run `optuna-journal verify` to inspect the log; do not write to it until then",
+        hint: str = "inspect the log (`optuna-journal verify`) before writing to it again",
     ) -> None:
         self.location = location
         self.offset = offset

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from datetime import datetime
 import enum
-from typing import Annotated, Any, Union
+import typing
+from typing import Annotated, Any
 
 import msgspec
 
@@ -63,7 +64,7 @@ class IntDist(msgspec.Struct, frozen=True, array_like=True, tag_field="kind", ta
     step: int = 1
 
 
-Choice = Union[None, bool, int, float, str]
+Choice = None | bool | int | float | str
 
 
 class CategoricalDist(
@@ -72,7 +73,7 @@ class CategoricalDist(
     choices: tuple[Choice, ...]
 
 
-AnyDistribution = Union[FloatDist, IntDist, CategoricalDist]
+AnyDistribution = FloatDist | IntDist | CategoricalDist
 
 
 class Param(msgspec.Struct, frozen=True, array_like=True):
@@ -85,7 +86,9 @@ class Param(msgspec.Struct, frozen=True, array_like=True):
 # The log's header.
 
 
-class JournalHeader(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="journal.header"):
+class JournalHeader(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag="journal.header"
+):
     """Record 0 of every log; a map, so every version can read it."""
 
     schema_version: int
@@ -181,18 +184,18 @@ class TrialSystemAttrSet(Record, frozen=True, kw_only=True, tag="trial.system_at
     value: Any
 
 
-AnyRecord = Union[
-    StudyCreated,
-    StudyDeleted,
-    StudyUserAttrSet,
-    StudySystemAttrSet,
-    TrialCreated,
-    TrialParamSet,
-    TrialStateSet,
-    TrialIntermediateValueSet,
-    TrialUserAttrSet,
-    TrialSystemAttrSet,
-]
+AnyRecord = (
+    StudyCreated
+    | StudyDeleted
+    | StudyUserAttrSet
+    | StudySystemAttrSet
+    | TrialCreated
+    | TrialParamSet
+    | TrialStateSet
+    | TrialIntermediateValueSet
+    | TrialUserAttrSet
+    | TrialSystemAttrSet
+)
 
-RECORD_TYPES: tuple[type[Record], ...] = AnyRecord.__args__  # type: ignore[attr-defined]
-RECORD_TAGS: frozenset[str] = frozenset(t.__struct_config__.tag for t in RECORD_TYPES)  # type: ignore[misc]
+RECORD_TYPES: tuple[type[Record], ...] = typing.get_args(AnyRecord)
+RECORD_TAGS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in RECORD_TYPES)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from datetime import datetime
 import enum
-from typing import NamedTuple, Union
+import sys
+from typing import NamedTuple
 
 from optuna.distributions import check_distribution_compatibility
 from optuna.study import StudyDirection
@@ -35,9 +36,9 @@ from optuna_journal.records import (
 )
 from optuna_journal.replay.state import State, StudyRow, TrialRow
 
-try:
+if sys.version_info >= (3, 11):
     from typing import assert_never
-except ImportError:  # Python 3.10
+else:
     from typing_extensions import assert_never
 
 
@@ -56,7 +57,7 @@ class Rejected(NamedTuple):
     message: str
 
 
-Verdict = Union[int, bool, None, Rejected]
+Verdict = int | bool | None | Rejected
 """A new id (study or trial created), a claim's outcome (state set), None, or a rejection."""
 
 _STATES = {s.value: s for s in TrialState}
@@ -99,7 +100,8 @@ def apply(state: State, record: AnyRecord) -> Verdict:
             study = state.studies.get(record.study_id)
             if study is None:
                 return _no_study(record.study_id)
-            attrs = study.user_attrs if isinstance(record, StudyUserAttrSet) else study.system_attrs
+            user = isinstance(record, StudyUserAttrSet)
+            attrs = study.user_attrs if user else study.system_attrs
             attrs[record.key] = record.value
             study.frozen_study = None
             return None

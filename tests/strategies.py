@@ -88,8 +88,11 @@ record_strategies: dict[type[r.Record], st.SearchStrategy[r.Record]] = {
         intermediate_values=st.dictionaries(st.integers(0, 100), floats, max_size=3),
     ),
     r.TrialParamSet: _record(
-        r.TrialParamSet, trial_id=ids, name=st.sampled_from(["x", "y"]),
-        internal=st.integers(0, 0).map(float), distribution=distributions,
+        r.TrialParamSet,
+        trial_id=ids,
+        name=st.sampled_from(["x", "y"]),
+        internal=st.integers(0, 0).map(float),
+        distribution=distributions,
     ),
     r.TrialStateSet: _record(r.TrialStateSet, trial_id=ids, state=states, values=values),
     r.TrialIntermediateValueSet: _record(

@@ -14,7 +14,11 @@ from optuna_journal.cli import main
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "optuna_journal.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        check=False,
     )
 
 
@@ -30,13 +34,16 @@ def test_cli_demo_optimises_with_worker_processes(tmp_path: Path) -> None:
     assert "Best trial: #" in run.stdout and "Trials per state:" in run.stdout
     journal = tmp_path / "optuna-journal-demo.journal"
     assert f"bytes at {journal}" in run.stdout
-    trials = optuna.load_study(study_name="demo",
-                               storage=JournalStorage(FileBackend(journal))).trials
+    trials = optuna.load_study(
+        study_name="demo", storage=JournalStorage(FileBackend(journal))
+    ).trials
     assert len(trials) == 24 and all(t.state.is_finished() for t in trials)
     assert any(t.intermediate_values for t in trials)
 
 
-def test_cli_demo_reports_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_demo_reports_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--workers", "0", "--journal", str(tmp_path / "d.journal")]) == 1
     assert "at least 1" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("not a journal")

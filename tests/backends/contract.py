@@ -36,7 +36,7 @@ class BackendContract:
         backend.append([b""])
         payloads, cursor = _all(backend)
         assert payloads == [b"head", b"a", b"bb", b""]
-        assert cursor is not None and cursor.count == 4
+        assert cursor is not None and cursor.records == 4
 
     def test_backend_reads_only_after_the_cursor(self, backend: Backend) -> None:
         backend.append_head(b"head")
@@ -45,7 +45,7 @@ class BackendContract:
         backend.append([b"b", b"c"])
         payloads, after = _all(backend, cursor)
         assert payloads == [b"b", b"c"]
-        assert after is not None and after.count == 4
+        assert after is not None and after.records == 4
         assert _all(backend, after) == ([], after)
 
     def test_backend_head_is_written_once(self, backend: Backend) -> None:

@@ -44,7 +44,7 @@ def test_file_every_cut_in_the_last_three_frames_reads_the_frames_before_it(
     whole = Path(backend.location).read_bytes()
     for cut in range(starts[-3], len(whole)):
         Path(backend.location).write_bytes(whole[:cut])
-        complete = sum(1 for s, p in zip(starts, PAYLOADS) if s + 12 + len(p) <= cut)
+        complete = sum(1 for s, p in zip(starts, PAYLOADS, strict=False) if s + 12 + len(p) <= cut)
         assert _all(FileBackend(backend.location))[0] == PAYLOADS[:complete], cut
 
 

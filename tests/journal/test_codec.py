@@ -50,8 +50,9 @@ def test_codec_keeps_nan_and_infinities_exactly() -> None:
 
 
 def test_codec_keeps_datetimes_to_the_microsecond() -> None:
-    record = r.TrialStateSet(rid=b"x" * 16, writer="w", at=NOW, trial_id=1,
-                             state=r.StateCode.COMPLETE, values=(1.0,))
+    record = r.TrialStateSet(
+        rid=b"x" * 16, writer="w", at=NOW, trial_id=1, state=r.StateCode.COMPLETE, values=(1.0,)
+    )
     (back,) = codec.decode([codec.encode(record)], "test", 1)
     assert back.at == NOW
 
@@ -59,9 +60,16 @@ def test_codec_keeps_datetimes_to_the_microsecond() -> None:
 def test_codec_pins_tags() -> None:
     # Tags are the log's identity for each kind; renaming a class must never change them.
     assert {t.__struct_config__.tag for t in r.RECORD_TYPES} == {
-        "study.created", "study.deleted", "study.user_attr_set", "study.system_attr_set",
-        "trial.created", "trial.param_set", "trial.state_set", "trial.intermediate_value_set",
-        "trial.user_attr_set", "trial.system_attr_set",
+        "study.created",
+        "study.deleted",
+        "study.user_attr_set",
+        "study.system_attr_set",
+        "trial.created",
+        "trial.param_set",
+        "trial.state_set",
+        "trial.intermediate_value_set",
+        "trial.user_attr_set",
+        "trial.system_attr_set",
     }
 
 
@@ -72,16 +80,23 @@ def test_codec_names_an_unknown_record_kind_and_its_number() -> None:
 
 
 def test_codec_refuses_a_newer_schema_by_name() -> None:
-    newer = r.JournalHeader(schema_version=r.SCHEMA_VERSION + 1, library="optuna-journal 9",
-                            writer="w", at=NOW)
+    newer = r.JournalHeader(
+        schema_version=r.SCHEMA_VERSION + 1, library="optuna-journal 9", writer="w", at=NOW
+    )
     with pytest.raises(SchemaVersionError, match="schema 2 by optuna-journal 9"):
         codec.decode_header(codec.encode(newer), "log.journal")
 
 
 def test_codec_header_ignores_fields_added_later() -> None:
     payload = msgspec.msgpack.encode(
-        {"op": "journal.header", "schema_version": 1, "library": "x", "writer": "w", "at": NOW,
-         "future_field": [1, 2]}
+        {
+            "op": "journal.header",
+            "schema_version": 1,
+            "library": "x",
+            "writer": "w",
+            "at": NOW,
+            "future_field": [1, 2],
+        }
     )
     assert codec.decode_header(payload, "log").schema_version == 1
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from optuna.testing.pytest_storages import StorageTestCase
+import pytest
 
 from optuna_journal import FileBackend, JournalStorage, MemoryBackend
 

@@ -48,8 +48,10 @@ def test_eight_threads_run_1000_trials_on_one_storage(tmp_path: Path) -> None:
     study = _study(path, "threads")
     study.sampler = optuna.samplers.RandomSampler()
     study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=1000, n_jobs=8)
-    for trials in (study.trials, optuna.load_study(
-            study_name="threads", storage=JournalStorage(FileBackend(path))).trials):
+    for trials in (
+        study.trials,
+        optuna.load_study(study_name="threads", storage=JournalStorage(FileBackend(path))).trials,
+    ):
         assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 1000}
         assert sorted(t.number for t in trials) == list(range(1000))
 
@@ -62,7 +64,8 @@ def test_each_enqueued_trial_runs_exactly_once_across_four_processes(tmp_path: P
     _run_workers(optimize, [(str(path), "enqueue", 13, str(executed))] * 4)
     runs = Counter(int(line) for line in executed.read_text().split())
     assert all(runs[number] == 1 for number in range(50)), runs
-    trials = optuna.load_study(study_name="enqueue", storage=JournalStorage(FileBackend(path))).trials
+    storage = JournalStorage(FileBackend(path))
+    trials = optuna.load_study(study_name="enqueue", storage=storage).trials
     assert len(trials) == 52 and sum(runs.values()) == 52
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert [t.params["x"] for t in trials[:50]] == [i / 10 for i in range(50)]

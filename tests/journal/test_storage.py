@@ -39,7 +39,8 @@ def test_storage_writes_a_schema_header_once(tmp_path: Path) -> None:
     assert first.position == second.position == 1
     data = path.read_bytes()
     header = codec.decode_header(frames.parse(data[8:]).payloads[0], str(path))
-    assert header.schema_version == r.SCHEMA_VERSION and header.library.startswith("optuna-journal")
+    assert header.schema_version == r.SCHEMA_VERSION
+    assert header.library.startswith("optuna-journal")
 
 
 def test_storage_unencodable_attr_names_the_key_and_appends_nothing(tmp_path: Path) -> None:
@@ -51,8 +52,9 @@ def test_storage_unencodable_attr_names_the_key_and_appends_nothing(tmp_path: Pa
         storage.set_trial_user_attr(trial_id, "model", object())
     with pytest.raises(TypeError, match="'fn'"):
         storage.set_study_system_attr(study_id, "fn", lambda: None)
-    template = optuna.trial.create_trial(state=TrialState.COMPLETE, value=1.0,
-                                         user_attrs={"ok": 1, "bad": [object()]})
+    template = optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=1.0, user_attrs={"ok": 1, "bad": [object()]}
+    )
     with pytest.raises(TypeError, match="'bad'"):
         storage.create_new_trial(study_id, template)
     assert (os.path.getsize(storage.backend.location), storage.position) == (size, position)
@@ -104,7 +106,11 @@ def test_storage_frozen_trials_are_never_mutated_afterwards() -> None:
     storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [2.0])
     for t in (before, listed[0]):
         assert (t.params, t.user_attrs, t.intermediate_values, t.state) == (
-            {}, {}, {}, TrialState.RUNNING)
+            {},
+            {},
+            {},
+            TrialState.RUNNING,
+        )
     after = storage.get_trial(trial_id)
     assert after.params == {"x": 0.5} and after.value == 2.0
 
@@ -116,10 +122,10 @@ def test_storage_get_all_trials_without_deepcopy_copies_no_trial() -> None:
         storage.create_new_trial(study_id)
     once = storage.get_all_trials(study_id, deepcopy=False)
     twice = storage.get_all_trials(study_id, deepcopy=False)
-    assert all(a is b for a, b in zip(once, twice))
+    assert all(a is b for a, b in zip(once, twice, strict=False))
     assert storage.get_trial(once[1]._trial_id) is once[1]
     copied = storage.get_all_trials(study_id)
-    assert copied == once and all(a is not b for a, b in zip(copied, once))
+    assert copied == once and all(a is not b for a, b in zip(copied, once, strict=False))
 
 
 def test_storage_pickles_as_its_location_and_replays(tmp_path: Path) -> None:
@@ -148,8 +154,12 @@ def _append_raw(path: Path, payload: bytes) -> None:
 
 def test_storage_refuses_a_log_of_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "s.journal"
-    header = r.JournalHeader(schema_version=r.SCHEMA_VERSION + 1, library="optuna-journal 9.9",
-                             writer="w", at=datetime.now(timezone.utc))
+    header = r.JournalHeader(
+        schema_version=r.SCHEMA_VERSION + 1,
+        library="optuna-journal 9.9",
+        writer="w",
+        at=datetime.now(timezone.utc),
+    )
     FileBackend(path).append_head(codec.encode(header))
     before = path.read_bytes()
     with pytest.raises(SchemaVersionError, match="Upgrade optuna-journal"):
@@ -160,8 +170,10 @@ def test_storage_refuses_a_log_of_a_newer_schema(tmp_path: Path) -> None:
 def test_storage_names_an_unknown_record_kind(tmp_path: Path) -> None:
     storage = _file_storage(tmp_path)
     storage.create_new_study(MIN)
-    _append_raw(tmp_path / "s.journal",
-                msgspec.msgpack.encode(["study.renamed", b"r" * 16, "w", datetime.now(timezone.utc)]))
+    _append_raw(
+        tmp_path / "s.journal",
+        msgspec.msgpack.encode(["study.renamed", b"r" * 16, "w", datetime.now(timezone.utc)]),
+    )
     with pytest.raises(UnknownRecordError, match="record 2 is of kind 'study.renamed'"):
         _file_storage(tmp_path)
 

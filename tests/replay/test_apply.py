@@ -17,13 +17,30 @@ def _dump(state: State) -> str:
     """Everything observable in a state, as text (NaN compares equal as text)."""
     studies: list[Any] = []
     for sid, study in state.studies.items():
-        studies.append((
-            sid, study.name, study.directions, study.user_attrs, study.system_attrs,
-            study.freeze_trials(), study.counts, study.best and study.best.trial_id,
-            study.first_distribution, vars(study.freeze()),
-        ))
-    return repr((state.position, state.next_study_id, state.next_trial_id, state.study_ids,
-                 sorted(state.trials), studies))
+        studies.append(
+            (
+                sid,
+                study.name,
+                study.directions,
+                study.user_attrs,
+                study.system_attrs,
+                study.freeze_trials(),
+                study.counts,
+                study.best and study.best.trial_id,
+                study.first_distribution,
+                vars(study.freeze()),
+            )
+        )
+    return repr(
+        (
+            state.position,
+            state.next_study_id,
+            state.next_trial_id,
+            state.study_ids,
+            sorted(state.trials),
+            studies,
+        )
+    )
 
 
 def _replay(records: list[r.Record], state: State | None = None) -> tuple[State, list[Verdict]]:
@@ -33,7 +50,9 @@ def _replay(records: list[r.Record], state: State | None = None) -> tuple[State,
 
 @settings(max_examples=300, deadline=None)
 @given(logs, st.data())
-def test_replay_in_two_steps_equals_replay_in_one(log: list[r.Record], data: st.DataObject) -> None:
+def test_replay_in_two_steps_equals_replay_in_one(
+    log: list[r.Record], data: st.DataObject
+) -> None:
     whole, verdicts = _replay(log)
     cut = data.draw(st.integers(0, len(log)))
     state, first = _replay(log[:cut])
@@ -49,43 +68,51 @@ def _rec(kind: type[r.Record], writer: str = "w", **fields: Any) -> Any:
 
 
 def test_replay_first_claim_on_a_waiting_trial_wins() -> None:
-    state, verdicts = _replay([
-        _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
-        _rec(r.TrialCreated, study_id=0, state=r.StateCode.WAITING),
-        _rec(r.TrialStateSet, writer="a", trial_id=0, state=r.StateCode.RUNNING),
-        _rec(r.TrialStateSet, writer="b", trial_id=0, state=r.StateCode.RUNNING),
-    ])
+    state, verdicts = _replay(
+        [
+            _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
+            _rec(r.TrialCreated, study_id=0, state=r.StateCode.WAITING),
+            _rec(r.TrialStateSet, writer="a", trial_id=0, state=r.StateCode.RUNNING),
+            _rec(r.TrialStateSet, writer="b", trial_id=0, state=r.StateCode.RUNNING),
+        ]
+    )
     assert verdicts[2:] == [True, False]
     assert state.trials[0].datetime_start is not None
 
 
 def test_replay_duplicate_name_and_finished_trial_are_rejected_without_effect() -> None:
-    state, verdicts = _replay([
-        _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
-        _rec(r.StudyCreated, writer="b", name="s", directions=(r.Direction.MAXIMIZE,)),
-        _rec(r.TrialCreated, study_id=0),
-        _rec(r.TrialStateSet, trial_id=0, state=r.StateCode.COMPLETE, values=(1.0,)),
-        _rec(r.TrialIntermediateValueSet, writer="b", trial_id=0, step=0, value=2.0),
-        _rec(r.TrialStateSet, writer="b", trial_id=0, state=r.StateCode.FAIL),
-    ])
+    state, verdicts = _replay(
+        [
+            _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
+            _rec(r.StudyCreated, writer="b", name="s", directions=(r.Direction.MAXIMIZE,)),
+            _rec(r.TrialCreated, study_id=0),
+            _rec(r.TrialStateSet, trial_id=0, state=r.StateCode.COMPLETE, values=(1.0,)),
+            _rec(r.TrialIntermediateValueSet, writer="b", trial_id=0, step=0, value=2.0),
+            _rec(r.TrialStateSet, writer="b", trial_id=0, state=r.StateCode.FAIL),
+        ]
+    )
     assert verdicts[0] == 0 and verdicts[2] == 0 and verdicts[3] is True
-    for rejected, reason in zip([verdicts[1], verdicts[4], verdicts[5]],
-                                [Reason.DUPLICATE_STUDY, Reason.TRIAL_FINISHED,
-                                 Reason.TRIAL_FINISHED]):
+    for rejected, reason in zip(
+        [verdicts[1], verdicts[4], verdicts[5]],
+        [Reason.DUPLICATE_STUDY, Reason.TRIAL_FINISHED, Reason.TRIAL_FINISHED],
+        strict=False,
+    ):
         assert isinstance(rejected, Rejected) and rejected.reason is reason
     assert len(state.studies) == 1 and state.studies[0].directions[0].name == "MINIMIZE"
     assert state.trials[0].state.name == "COMPLETE" and state.trials[0].intermediate_values == {}
 
 
 def test_replay_deleted_study_frees_its_name_but_never_its_ids() -> None:
-    state, verdicts = _replay([
-        _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
-        _rec(r.TrialCreated, study_id=0),
-        _rec(r.StudyDeleted, study_id=0),
-        _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
-        _rec(r.TrialCreated, study_id=1),
-        _rec(r.TrialUserAttrSet, trial_id=0, key="k", value=1),
-    ])
+    state, verdicts = _replay(
+        [
+            _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
+            _rec(r.TrialCreated, study_id=0),
+            _rec(r.StudyDeleted, study_id=0),
+            _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
+            _rec(r.TrialCreated, study_id=1),
+            _rec(r.TrialUserAttrSet, trial_id=0, key="k", value=1),
+        ]
+    )
     assert verdicts[:5] == [0, 0, None, 1, 1]
     assert isinstance(verdicts[5], Rejected) and verdicts[5].reason is Reason.NO_TRIAL
     assert list(state.trials) == [1] and state.study_ids == {"s": 1}
@@ -95,8 +122,11 @@ def test_replay_keeps_the_best_trial_without_scanning() -> None:
     records = [_rec(r.StudyCreated, name="s", directions=(r.Direction.MAXIMIZE,))]
     for i, v in enumerate([1.0, 5.0, 5.0, float("-inf"), 3.0]):
         records.append(_rec(r.TrialCreated, writer=str(i), study_id=0))
-        records.append(_rec(r.TrialStateSet, writer=str(i), trial_id=i,
-                            state=r.StateCode.COMPLETE, values=(v,)))
+        records.append(
+            _rec(
+                r.TrialStateSet, writer=str(i), trial_id=i, state=r.StateCode.COMPLETE, values=(v,)
+            )
+        )
     state, _ = _replay(records)
     best = state.studies[0].best
     assert best is not None and best.number == 1  # ties go to the lower number
