@@ -59,7 +59,7 @@ class FileBackend:
                 f"{self._path}: the directory {directory} does not exist; create it first"
             )
         self._lock = LeaseLock(self._path + ".lock", lease=lock_lease, timeout=lock_timeout)
-        self._end = Cursor(0, 0)  # a frame boundary this process has checked
+        self._end = Cursor(0, 0)  # the last frame boundary this process has checked
         if os.path.exists(self._path):
             with open(self._path, "rb") as f:
                 self._check_magic(f.fileno())
@@ -90,7 +90,11 @@ class FileBackend:
         except FileNotFoundError:
             return  # nothing written yet
         try:
-            yield from self._read(fd, after)
+            for batch in self._read(fd, after):
+                # Checked frames never change, so a writer can start its search for the end here.
+                if batch.cursor.records > self._end.records:
+                    self._end = batch.cursor
+                yield batch
         finally:
             os.close(fd)
 
