@@ -21,6 +21,7 @@ finished before the open.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import contextlib
 import logging
 import os
 from typing import Any
@@ -125,10 +126,23 @@ class FileBackend:
                     offset,
                 )
             self._lock.verify()
-            _pwrite_all(fd, data, offset)
-            if size > offset + len(data):
-                os.ftruncate(fd, offset + len(data))
-            os.fsync(fd)
+            try:
+                _pwrite_all(fd, data, offset)
+                if size > offset + len(data):
+                    os.ftruncate(fd, offset + len(data))
+                os.fsync(fd)
+            except OSError as err:
+                # A full disk or an I/O error: take back what was written, so the log stays as
+                # it was (a partial frame would be an invisible torn tail anyway).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, offset)
+                raise OSError(
+                    err.errno,
+                    f"{self._path}: could not append {len(data)} bytes at byte offset {offset}: "
+                    f"{err.strerror}; nothing was appended",
+                ) from err
+            if offset == 0:
+                _fsync_directory(os.path.dirname(self._path))  # the new file's name is durable
         finally:
             os.close(fd)
 
@@ -180,6 +194,14 @@ class FileBackend:
                 return False
             pos += len(chunk)
         return True
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

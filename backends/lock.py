@@ -34,7 +34,7 @@ from optuna_journal.errors import LockLostError, LockTimeoutError
 _logger = logging.getLogger("optuna.journal.backends.lock")
 
 _LOG_EVERY = 5.0
-_MAX_POLL = 0.05
+_MAX_POLL = 0.01
 
 
 class LeaseLock:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 from pathlib import Path
 import pickle
+import resource
+import signal
 import tempfile
 
 import pytest
@@ -107,15 +110,13 @@ def _append_in_read_only_dir(directory: str) -> str:
     return "no error"
 
 
-def _as_nobody(directory: str) -> str:
-    """Root ignores permissions: run the check in a forked child that dropped to nobody."""
+def _in_forked_child(check: Callable[[], str]) -> str:
+    """Run ``check`` in a forked child (no exec: nothing to find on PATH) and return its text."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: it needs no exec, so no interpreter path it might not reach
+    if pid == 0:
         try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write, _append_in_read_only_dir(directory).encode())
+            os.write(write, check().encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -123,6 +124,17 @@ def _as_nobody(directory: str) -> str:
         message = f.read().decode()
     os.waitpid(pid, 0)
     return message
+
+
+def _as_nobody(directory: str) -> str:
+    """Root ignores permissions: check as the unprivileged user nobody."""
+
+    def check() -> str:
+        os.setgid(65534)
+        os.setuid(65534)
+        return _append_in_read_only_dir(directory)
+
+    return _in_forked_child(check)
 
 
 def test_file_without_write_permission_is_a_clear_error() -> None:
@@ -146,3 +158,31 @@ def test_file_backend_pickles_as_its_location(tmp_path: Path) -> None:
     blob = pickle.dumps(backend)
     assert len(blob) < 300 and b"p" * 100 not in blob
     assert _all(pickle.loads(blob))[0] == _all(backend)[0]
+
+
+def _append_beyond_the_file_size_limit(path: str, payload: bytes) -> str:
+    """Cap file sizes (a full disk, as the writer sees it), then append."""
+
+    def check() -> str:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = os.path.getsize(path) + 100
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        try:
+            FileBackend(path).append([payload])
+        except OSError as err:
+            return f"{type(err).__name__}: {err}"
+        return "no error"
+
+    return _in_forked_child(check)
+
+
+def test_file_full_disk_is_a_clear_error_and_leaves_the_log_as_it_was(tmp_path: Path) -> None:
+    backend, _ = _log(tmp_path, PAYLOADS)
+    before = Path(backend.location).read_bytes()
+    message = _append_beyond_the_file_size_limit(backend.location, b"z" * 10_000)
+    assert "could not append" in message and f"byte offset {len(before)}" in message, message
+    assert "nothing was appended" in message and backend.location in message
+    assert Path(backend.location).read_bytes() == before
+    assert not os.path.exists(backend.location + ".lock")
+    backend.append([b"later"])
+    assert _all(FileBackend(backend.location))[0] == PAYLOADS + [b"later"]
