@@ -146,12 +146,15 @@ class JournalStorage(BaseStorage):
         verdict: Verdict = None
         found = rid is None
         for batch in self._backend.read(self._cursor):
-            payloads = batch.payloads
-            if self._header is None:
-                self._header = codec.decode_header(payloads[0], location)
-                state.position += 1
+            payloads, header = batch.payloads, self._header
+            if header is None:
+                header = codec.decode_header(payloads[0], location)
                 payloads = payloads[1:]
-            records = codec.decode(payloads, location, state.position)
+            # Decode the whole batch before applying any of it: on error, state and cursor agree.
+            records = codec.decode(payloads, location, batch.cursor.records - len(payloads))
+            if self._header is None:
+                self._header = header
+                state.position += 1
             if found:
                 for record in records:
                     apply(state, record)
