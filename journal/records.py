@@ -104,13 +104,16 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, tag_fie
     """Fields every record carries.
 
     Attributes:
-        rid: Unique per append; the writer finds its own verdict in the log by it.
         writer: ``host:pid:nonce:thread`` of the writing process and thread.
+        rid: The writer's own count of its records, from 1. ``(writer, rid)`` is the record's
+            unique id: the writer finds its verdict in the log by it, and replay applies a
+            record only if its ``rid`` exceeds the last one applied for that writer, so an
+            append retried after a lost reply takes effect once.
         at: Wall-clock time of the write; replay never reads the clock.
     """
 
-    rid: bytes
     writer: str
+    rid: int
     at: UtcDatetime
 
 

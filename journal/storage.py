@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 import copy
 from datetime import datetime, timezone
-import os
 import threading
 from typing import Any, TypeVar
 import uuid
@@ -49,7 +48,7 @@ from optuna_journal.records import (
     TrialUserAttrSet,
 )
 from optuna_journal.replay import Reason, Rejected, State, Verdict, apply
-from optuna_journal.writer import writer_id
+from optuna_journal.writer import next_rid, writer_id
 
 _logger = optuna.logging.get_logger("optuna.journal.storage")
 
@@ -139,12 +138,12 @@ class JournalStorage(BaseStorage):
 
     # Log plumbing.
 
-    def _sync(self, rid: bytes | None = None) -> Verdict:
-        """Apply the new tail of the log; return the verdict of the record ``rid`` in it."""
+    def _sync(self, mine: AnyRecord | None = None) -> Verdict:
+        """Apply the new tail of the log; return the verdict of the record ``mine`` in it."""
         state = self._state
         location = self._backend.location
         verdict: Verdict = None
-        found = rid is None
+        found = mine is None
         for batch in self._backend.read(self._cursor):
             payloads, header = batch.payloads, self._header
             if header is None:
@@ -159,9 +158,10 @@ class JournalStorage(BaseStorage):
                 for record in records:
                     apply(state, record)
             else:
+                assert mine is not None
                 for record in records:
                     result = apply(state, record)
-                    if record.rid == rid:
+                    if not found and record.rid == mine.rid and record.writer == mine.writer:
                         verdict, found = result, True
             self._cursor = batch.cursor
         if not found:
@@ -172,18 +172,14 @@ class JournalStorage(BaseStorage):
         return verdict
 
     def _new(self, kind: type[R], at: datetime | None = None, **fields: Any) -> R:
-        return kind(
-            rid=os.urandom(16),
-            writer=writer_id(),
-            at=at or datetime.now(timezone.utc),
-            **fields,
-        )
+        writer, rid = next_rid()
+        return kind(writer=writer, rid=rid, at=at or datetime.now(timezone.utc), **fields)
 
     def _write(self, record: AnyRecord) -> Verdict:
         payload = codec.encode(record)
         with self._lock:
             self._backend.append([payload])
-            verdict = self._sync(record.rid)
+            verdict = self._sync(record)
         if isinstance(verdict, Rejected):
             raise _ERRORS[verdict.reason](verdict.message)
         return verdict

@@ -43,6 +43,7 @@ else:
 
 
 class Reason(enum.Enum):
+    REPEATED = "a repeat of a record already applied"
     NO_STUDY = "no such study"
     NO_TRIAL = "no such trial"
     DUPLICATE_STUDY = "duplicate study name"
@@ -73,6 +74,10 @@ def _local(at: datetime) -> datetime:
 def apply(state: State, record: AnyRecord) -> Verdict:
     """Apply one record to ``state`` (in place) and return its verdict."""
     state.position += 1
+    last = state.last_rid.get(record.writer, 0)
+    if record.rid <= last:  # an append retried after its reply was lost
+        return Rejected(Reason.REPEATED, f"{record.writer} record {record.rid} is a repeat")
+    state.last_rid[record.writer] = record.rid
     # Cases in rough order of frequency in an optimisation.
     match record:
         case TrialIntermediateValueSet():

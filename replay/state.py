@@ -147,12 +147,22 @@ class State:
         trials: Trials by id, across studies.
         next_study_id: The id the next created study gets (ids are never reused).
         next_trial_id: Likewise for trials.
+        last_rid: The last ``rid`` applied for each writer: a record at or below it is a repeat.
     """
 
-    __slots__ = ("position", "studies", "study_ids", "trials", "next_study_id", "next_trial_id")
+    __slots__ = (
+        "position",
+        "studies",
+        "study_ids",
+        "trials",
+        "next_study_id",
+        "next_trial_id",
+        "last_rid",
+    )
 
     def __init__(self) -> None:
         self.position = 0
+        self.last_rid: dict[str, int] = {}
         self.studies: dict[int, StudyRow] = {}
         self.study_ids: dict[str, int] = {}
         self.trials: dict[int, TrialRow] = {}

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from hypothesis import strategies as st
+import msgspec
 
 from optuna_journal import records as r
 
@@ -53,11 +54,7 @@ ids = st.integers(0, 5)
 
 def _record(kind: type[r.Record], **fields: Any) -> st.SearchStrategy[r.Record]:
     return st.builds(
-        kind,
-        rid=st.binary(min_size=16, max_size=16),
-        writer=st.text(max_size=12),
-        at=moments,
-        **fields,
+        kind, writer=st.text(max_size=12), rid=st.integers(1, 2**62), at=moments, **fields
     )
 
 
@@ -104,4 +101,20 @@ record_strategies: dict[type[r.Record], st.SearchStrategy[r.Record]] = {
 assert set(record_strategies) == set(r.RECORD_TYPES), "every record kind needs a strategy"
 
 any_record = st.one_of(*record_strategies.values())
-logs = st.lists(any_record, max_size=60)
+
+
+@st.composite
+def logs(draw: st.DrawFn, max_size: int = 60) -> list[r.Record]:
+    """Records as writers append them: three writers counting their records, with repeats
+    (an append retried after a lost reply) now and then."""
+    log: list[r.Record] = []
+    last: dict[str, int] = {}
+    for record in draw(st.lists(any_record, max_size=max_size)):
+        writer = draw(st.sampled_from(["a", "b", "c"]))
+        repeat = bool(log) and draw(st.integers(0, 9)) == 0
+        if repeat:
+            log.append(draw(st.sampled_from(log[-3:])))
+            continue
+        last[writer] = last.get(writer, 0) + 1
+        log.append(msgspec.structs.replace(record, writer=writer, rid=last[writer]))
+    return log

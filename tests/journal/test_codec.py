@@ -42,7 +42,7 @@ def test_codec_round_trips_every_record_kind(kind: type[r.Record]) -> None:
 def test_codec_keeps_nan_and_infinities_exactly() -> None:
     for value in (math.nan, math.inf, -math.inf, -0.0, 5e-324):
         record = r.TrialIntermediateValueSet(
-            rid=b"x" * 16, writer="w", at=NOW, trial_id=0, step=0, value=value
+            writer="w", rid=1, at=NOW, trial_id=0, step=0, value=value
         )
         (back,) = codec.decode([codec.encode(record)], "test", 1)
         assert isinstance(back, r.TrialIntermediateValueSet)
@@ -51,7 +51,7 @@ def test_codec_keeps_nan_and_infinities_exactly() -> None:
 
 def test_codec_keeps_datetimes_to_the_microsecond() -> None:
     record = r.TrialStateSet(
-        rid=b"x" * 16, writer="w", at=NOW, trial_id=1, state=r.StateCode.COMPLETE, values=(1.0,)
+        writer="w", rid=1, at=NOW, trial_id=1, state=r.StateCode.COMPLETE, values=(1.0,)
     )
     (back,) = codec.decode([codec.encode(record)], "test", 1)
     assert back.at == NOW
@@ -74,7 +74,7 @@ def test_codec_pins_tags() -> None:
 
 
 def test_codec_names_an_unknown_record_kind_and_its_number() -> None:
-    payload = msgspec.msgpack.encode(["trial.teleported", b"x" * 16, "w", NOW, 3])
+    payload = msgspec.msgpack.encode(["trial.teleported", "w", 1, NOW, 3])
     with pytest.raises(UnknownRecordError, match=r"log\.journal: record 7 .*'trial\.teleported'"):
         codec.decode([codec.encode(_deleted()), payload], "log.journal", 6)
 
@@ -109,4 +109,4 @@ def test_codec_accepts_numpy_scalars_like_optunas_json_storages() -> None:
 
 
 def _deleted() -> r.StudyDeleted:
-    return r.StudyDeleted(rid=b"x" * 16, writer="w", at=NOW, study_id=0)
+    return r.StudyDeleted(writer="w", rid=1, at=NOW, study_id=0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 import os
 from pathlib import Path
@@ -189,3 +190,26 @@ def test_storage_refuses_to_open_a_log_corrupt_in_the_middle(tmp_path: Path) -> 
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptLogError, match="byte offset"):
         _file_storage(tmp_path)
+
+
+class _RepeatingBackend(MemoryBackend):
+    """Lands every append twice, as a retry after a lost reply does."""
+
+    def append(self, payloads: Sequence[bytes]) -> None:
+        super().append(payloads)
+        super().append(payloads)
+
+
+def test_storage_repeated_appends_take_effect_once() -> None:
+    storage = JournalStorage(_RepeatingBackend())
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.report(1.0, 0)
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(objective, n_trials=5)
+    assert [t.number for t in study.trials] == list(range(5))
+    assert all(t.state == TrialState.COMPLETE and len(t.params) == 1 for t in study.trials)
+    other = JournalStorage(storage.backend)  # a replica replaying the doubled log agrees
+    assert other.get_all_trials(0) == storage.get_all_trials(0)

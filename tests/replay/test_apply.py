@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+import itertools
 from typing import Any
 
 from hypothesis import given, settings
@@ -49,7 +50,7 @@ def _replay(records: list[r.Record], state: State | None = None) -> tuple[State,
 
 
 @settings(max_examples=300, deadline=None)
-@given(logs, st.data())
+@given(logs(), st.data())
 def test_replay_in_two_steps_equals_replay_in_one(
     log: list[r.Record], data: st.DataObject
 ) -> None:
@@ -63,8 +64,11 @@ def test_replay_in_two_steps_equals_replay_in_one(
     assert _dump(state) == _dump(whole)
 
 
+_rids = itertools.count(1)
+
+
 def _rec(kind: type[r.Record], writer: str = "w", **fields: Any) -> Any:
-    return kind(rid=f"{writer}{fields}".encode()[:16].ljust(16), writer=writer, at=AT, **fields)
+    return kind(writer=writer, rid=next(_rids), at=AT, **fields)
 
 
 def test_replay_first_claim_on_a_waiting_trial_wins() -> None:
@@ -130,3 +134,22 @@ def test_replay_keeps_the_best_trial_without_scanning() -> None:
     state, _ = _replay(records)
     best = state.studies[0].best
     assert best is not None and best.number == 1  # ties go to the lower number
+
+
+def test_replay_applies_a_repeated_record_once() -> None:
+    created = _rec(r.TrialCreated, writer="a", study_id=0)
+    value = _rec(r.TrialIntermediateValueSet, writer="a", trial_id=0, step=0, value=1.0)
+    state, verdicts = _replay(
+        [
+            _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
+            created,
+            _rec(r.TrialCreated, writer="b", study_id=0),
+            created,  # retried after its reply was lost: other writers' records may come between
+            value,
+            value,
+        ]
+    )
+    assert verdicts[1:3] == [0, 1] and verdicts[4] is None
+    for repeat in (verdicts[3], verdicts[5]):
+        assert isinstance(repeat, Rejected) and repeat.reason is Reason.REPEATED
+    assert len(state.studies[0].trials) == 2 and state.position == 6
