@@ -11,6 +11,7 @@ import os
 from optuna_journal.backends import Backend, FileBackend, MemoryBackend
 from optuna_journal.errors import (
     CorruptLogError,
+    JournalConnectionError,
     JournalError,
     LockLostError,
     LockTimeoutError,
@@ -24,6 +25,7 @@ __all__ = [
     "Backend",
     "CorruptLogError",
     "FileBackend",
+    "JournalConnectionError",
     "JournalError",
     "JournalStorage",
     "LockLostError",
@@ -37,14 +39,22 @@ __all__ = [
 
 
 def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
-    """Open the journal at ``location``: a file path, or ``memory:`` for a private in-memory log.
+    """Open the journal at ``location``.
 
     Args:
-        location: Where the log lives.
+        location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``), with the
+            journal's name as ``?journal=NAME`` (default ``default``); or ``memory:`` for a
+            private in-memory log.
 
     Returns:
         A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.
     """
-    if str(location) == "memory:":
+    text = str(location)
+    if text == "memory:":
         return JournalStorage(MemoryBackend())
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        from optuna_journal.backends.redis import RedisBackend, split_url
+
+        url, name = split_url(text)
+        return JournalStorage(RedisBackend(url, name or "default"))
     return JournalStorage(FileBackend(location))

@@ -59,3 +59,7 @@ class LockTimeoutError(JournalError, TimeoutError):
 
 class LockLostError(JournalError, RuntimeError):
     """The append lock was taken over while this process held it; nothing was written."""
+
+
+class JournalConnectionError(JournalError, ConnectionError):
+    """The server holding the log cannot be reached within the bounded wait."""

@@ -9,7 +9,7 @@ import time
 
 import optuna
 
-from optuna_journal import FileBackend, JournalStorage
+from optuna_journal import FileBackend, JournalStorage, open_storage
 from optuna_journal.backends.lock import LeaseLock
 
 
@@ -21,12 +21,22 @@ def hold_lock(lock_path: str, lease: float, seconds: float, ready: str) -> None:
         time.sleep(seconds)
 
 
-def optimize(path: str, study_name: str, n_trials: int, executed: str | None = None) -> None:
-    """Run ``n_trials`` of a cheap objective; append each executed trial number to ``executed``."""
+def optimize(
+    location: str,
+    study_name: str,
+    n_trials: int,
+    executed: str | None = None,
+    finished: str | None = None,
+) -> None:
+    """Run ``n_trials`` of a cheap objective on the journal at ``location``.
+
+    Appends the number of each trial it starts to ``executed`` and of each trial whose
+    completion was acknowledged to ``finished``.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=study_name,
-        storage=JournalStorage(FileBackend(path)),
+        storage=open_storage(location),
         sampler=optuna.samplers.RandomSampler(),
     )
 
@@ -34,12 +44,22 @@ def optimize(path: str, study_name: str, n_trials: int, executed: str | None = N
         x = trial.suggest_float("x", -10, 10)
         trial.report(x, 0)
         if executed is not None:
-            fd = os.open(executed, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(fd, f"{trial.number}\n".encode())
-            os.close(fd)
+            _append_line(executed, str(trial.number))
         return x * x
 
-    study.optimize(objective, n_trials=n_trials)
+    def acknowledged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if finished is not None:
+            _append_line(finished, str(trial.number))
+
+    study.optimize(objective, n_trials=n_trials, callbacks=[acknowledged])
+
+
+def _append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())  # one small O_APPEND write: lines never interleave
+    finally:
+        os.close(fd)
 
 
 def write_until_killed(path: str, acks: str, lease: float) -> None:

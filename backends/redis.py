@@ -1,0 +1,228 @@
+"""A log in one Redis stream, shared by every process that can reach the server.
+
+Keys: the journal ``NAME`` lives in ``optuna-journal:{NAME}:log``, a stream that is never
+trimmed; each entry holds one record in its field ``r``. The braces are a Redis Cluster hash
+tag: every key of one journal maps to one slot. Many journals share a server by name.
+
+Order: stream ids give the total order replay uses. The head (record 0) is written with the
+explicit id ``0-1``, which Redis accepts only while the stream is empty: written once.
+
+Atomicity: an append of several records is one ``MULTI``/``EXEC``: all or none.
+
+Lost replies and restarts: a connection error or timeout is retried with bounded exponential
+backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
+did reach the server, the log then holds the records twice; each record carries its writer's
+own count (``rid``), and replay applies it once.
+
+Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
+record survives a crash of the server or its machine; with ``everysec`` up to about a second
+of acknowledged records can be lost if the machine (not just the process) fails; without AOF,
+only what the last RDB snapshot saved survives a restart. Replicas are asynchronous: a failover
+can lose acknowledged records unless ``WAIT`` is used (not done here).
+
+Redis Cluster: one journal is one stream on one slot, so it works with any node that owns the
+slot, but this backend talks to one server through ``redis.Redis`` and is not tested against
+a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+import errno
+import functools
+import logging
+import random
+import time
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+import redis.exceptions
+from redis.retry import Retry
+
+from optuna_journal.backends.base import Batch, Cursor
+from optuna_journal.errors import CorruptLogError, JournalConnectionError, NotAJournalError
+
+_logger = logging.getLogger("optuna.journal.backends.redis")
+
+T = TypeVar("T")
+
+# Clients are made without decode_responses: every reply is bytes, whatever redis-py's types say.
+_FIELD = b"r"
+_HEAD_ID = "0-1"
+_BATCH = 10_000
+_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """Take the ``journal=NAME`` query parameter out of a Redis URL."""
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    names = [value for key, value in pairs if key == "journal"]
+    rest = urlencode([(key, value) for key, value in pairs if key != "journal"])
+    return (f"{base}?{rest}" if rest else base), (names[-1] if names else None)
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisBackend:
+    """A journal in a Redis stream.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS or
+            ``unix:///path/to/socket?db=N``, as redis-py parses them.
+        name: The journal's name on that server.
+        connect_timeout: Seconds to wait for the server on first contact before raising.
+        retry_timeout: Seconds an operation keeps retrying through a lost connection or a
+            restarting server before raising.
+
+    Raises:
+        JournalConnectionError: The server cannot be reached within ``connect_timeout``.
+        NotAJournalError: The journal's key holds something other than a stream.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str = "default",
+        *,
+        connect_timeout: float = 5.0,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        if not name:
+            raise ValueError("a Redis journal needs a non-empty name")
+        if connect_timeout <= 0 or retry_timeout <= 0:
+            raise ValueError("connect_timeout and retry_timeout must be positive")
+        self._url = url
+        self._name = name
+        self._connect_timeout = connect_timeout
+        self._retry_timeout = retry_timeout
+        self._key = f"optuna-journal:{{{name}}}:log"
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=min(connect_timeout, 5.0),
+            socket_timeout=30.0,
+            retry=Retry(NoBackoff(), 0),  # we retry ourselves, within our own bounds
+            health_check_interval=0,
+        )
+        kind = cast(bytes, self._call(lambda: self._client.type(self._key), connect_timeout))
+        if kind not in (b"none", b"stream"):
+            raise NotAJournalError(
+                f"{self.location}: the key {self._key} holds a {kind.decode()}, not a journal "
+                "stream; refusing to touch it"
+            )
+
+    @property
+    def location(self) -> str:
+        return f"{_redacted(self._url)} journal {self._name}"
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self._url, self._name, self._connect_timeout, self._retry_timeout))
+
+    def append(self, payloads: Sequence[bytes]) -> None:
+        def xadd() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            for payload in payloads:
+                pipe.xadd(self._key, {_FIELD: payload})
+            pipe.execute()
+
+        self._call(xadd, self._retry_timeout)
+
+    def append_head(self, payload: bytes) -> None:
+        def xadd_head() -> None:
+            try:
+                self._client.xadd(self._key, {_FIELD: payload}, id=_HEAD_ID)
+            except redis.exceptions.ResponseError as err:
+                if "equal or smaller" not in str(err):
+                    raise
+                # The stream has a record already: the head is written.
+
+        self._call(xadd_head, self._retry_timeout)
+
+    def read(self, after: Cursor | None = None) -> Iterator[Batch]:
+        count = 0 if after is None else after.records
+        start = "-" if after is None else f"({after.token}"
+        while True:
+            entries = cast(
+                "list[tuple[bytes, dict[bytes, bytes]]]",
+                self._call(
+                    functools.partial(self._client.xrange, self._key, start, "+", _BATCH),
+                    self._retry_timeout,
+                ),
+            )
+            if not entries:
+                return
+            payloads: list[bytes] = []
+            for stream_id, fields in entries:
+                payload = fields.get(_FIELD)
+                if payload is None:
+                    raise CorruptLogError(
+                        self.location,
+                        None,
+                        count + len(payloads),
+                        f"stream entry {stream_id.decode()} has no field {_FIELD.decode()!r}",
+                        hint="the stream was written by something other than optuna-journal",
+                    )
+                payloads.append(payload)
+            count += len(payloads)
+            last = entries[-1][0].decode()
+            yield Batch(Cursor(count, last), payloads)
+            if len(entries) < _BATCH:
+                return
+            start = f"({last}"
+
+    def _call(self, operation: Callable[[], T], budget: float) -> T:
+        """Run ``operation``, retrying transient failures with backoff for ``budget`` seconds."""
+        deadline = time.monotonic() + budget
+        delay = 0.05
+        failures = 0
+        while True:
+            try:
+                result = operation()
+            except _FATAL as err:
+                raise JournalConnectionError(
+                    f"{self.location}: the server refused our credentials: {err}"
+                ) from err
+            except _TRANSIENT as err:
+                failures += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise JournalConnectionError(
+                        f"{self.location}: no answer from the Redis server after {budget:.1f} s "
+                        f"({failures} attempts): {err}"
+                    ) from err
+                if failures == 1:
+                    _logger.warning(
+                        "Lost the Redis server at %s (%s); retrying for up to %.0f s.",
+                        self.location,
+                        err,
+                        left,
+                    )
+                time.sleep(min(delay * (0.5 + random.random()), left))
+                delay = min(delay * 2, 2.0)
+            except redis.exceptions.OutOfMemoryError as err:
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{self.location}: the Redis server is out of memory ({err}); nothing was "
+                    "appended",
+                ) from err
+            else:
+                if failures:
+                    _logger.info("Reached the Redis server at %s again.", self.location)
+                return result
+
+
+def _reopen(url: str, name: str, connect_timeout: float, retry_timeout: float) -> RedisBackend:
+    return RedisBackend(url, name, connect_timeout=connect_timeout, retry_timeout=retry_timeout)

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+import pickle
+import socket
+import time
+import uuid
+
+import pytest
+import redis
+
+from optuna_journal import open_storage
+from optuna_journal.backends import Backend
+from optuna_journal.backends.redis import RedisBackend, split_url
+from optuna_journal.errors import CorruptLogError, JournalConnectionError, NotAJournalError
+from tests.backends.contract import BackendContract, _all
+from tests.redis_server import RedisServer
+
+
+class TestRedisBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, redis_server: RedisServer) -> Backend:
+        return RedisBackend(redis_server.url, name=uuid.uuid4().hex)
+
+    def reopen(self, backend: Backend) -> Backend:
+        return pickle.loads(pickle.dumps(backend))
+
+
+def _name() -> str:
+    return uuid.uuid4().hex
+
+
+def test_redis_reads_in_batches_across_the_batch_size(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url, name=_name())
+    backend.append_head(b"h")
+    backend.append([str(i).encode() for i in range(25_000)])
+    batches = list(backend.read())
+    assert [len(b.payloads) for b in batches] == [10_000, 10_000, 5_001]
+    assert batches[-1].cursor.records == 25_001
+    assert [p for b in batches for p in b.payloads][1:] == [str(i).encode() for i in range(25_000)]
+    assert _all(backend, batches[0].cursor)[0][0] == b"9999"
+
+
+def test_redis_keys_are_namespaced_with_a_cluster_hash_tag(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url, name="my-study")
+    backend.append_head(b"h")
+    assert backend.key == "optuna-journal:{my-study}:log"
+    assert redis.Redis.from_url(redis_server.url).type(backend.key) == b"stream"
+
+
+def test_redis_url_takes_the_journal_name_and_keeps_the_rest() -> None:
+    assert split_url("redis://:pw@h:1/2?journal=s&socket_timeout=3") == (
+        "redis://:pw@h:1/2?socket_timeout=3",
+        "s",
+    )
+    assert split_url("unix:///tmp/r.sock?db=3") == ("unix:///tmp/r.sock?db=3", None)
+
+
+def test_redis_unix_socket_and_db_from_the_url(redis_server: RedisServer) -> None:
+    open_storage(f"unix://{redis_server.socket}?db=3&journal=sock")  # writes the header
+    assert redis.Redis(unix_socket_path=str(redis_server.socket), db=3).exists(
+        "optuna-journal:{sock}:log"
+    )
+    assert not redis.Redis.from_url(redis_server.url).exists("optuna-journal:{sock}:log")
+
+
+@pytest.fixture(scope="module")
+def password_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-pw"), "always", "--requirepass", "s3cret")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_password_in_the_url(password_server: RedisServer) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{password_server.port}/0"
+    backend = RedisBackend(url, name="pw")
+    backend.append_head(b"h")
+    assert _all(backend)[0] == [b"h"]
+    assert "s3cret" not in backend.location and "***" in backend.location
+
+
+def test_redis_wrong_password_fails_at_once_without_retrying(password_server: RedisServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(JournalConnectionError, match="refused our credentials"):
+        RedisBackend(f"redis://:wrong@127.0.0.1:{password_server.port}/0", connect_timeout=30)
+    assert time.monotonic() - started < 10  # no retrying for 30 s on an answer that is final
+
+
+def test_redis_server_down_at_start_is_a_clear_bounded_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    started = time.monotonic()
+    with pytest.raises(JournalConnectionError, match=f"redis://127.0.0.1:{port}/0 journal x"):
+        RedisBackend(f"redis://127.0.0.1:{port}/0", name="x", connect_timeout=1.0)
+    assert time.monotonic() - started < 10
+
+
+def test_redis_key_of_another_type_is_refused(redis_server: RedisServer) -> None:
+    redis.Redis.from_url(redis_server.url).set("optuna-journal:{taken}:log", "mine")
+    with pytest.raises(NotAJournalError, match="holds a string"):
+        RedisBackend(redis_server.url, name="taken")
+    assert redis.Redis.from_url(redis_server.url).get("optuna-journal:{taken}:log") == b"mine"
+
+
+def test_redis_foreign_stream_entry_is_reported_with_its_record_number(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(redis_server.url, name=_name())
+    backend.append_head(b"h")
+    backend.append([b"a"])
+    redis.Redis.from_url(redis_server.url).xadd(backend.key, {"other": "x"})
+    with pytest.raises(CorruptLogError, match="record 2"):
+        _all(backend)
+
+
+def test_redis_backend_pickles_as_its_url(redis_server: RedisServer, tmp_path: Path) -> None:
+    backend = RedisBackend(redis_server.url, name=_name())
+    backend.append_head(b"h" * 1000)
+    blob = pickle.dumps(backend)
+    assert len(blob) < 400 and b"h" * 100 not in blob
+    assert _all(pickle.loads(blob))[0] == [b"h" * 1000]

@@ -1,0 +1,134 @@
+"""JournalStorage on a real redis-server: conformance, processes, restarts, lost replies."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+import multiprocessing
+from pathlib import Path
+import pickle
+import time
+import uuid
+
+import optuna
+from optuna.testing.pytest_storages import StorageTestCase
+from optuna.trial import TrialState
+import pytest
+
+from optuna_journal import JournalStorage, codec, open_storage
+from optuna_journal.backends.redis import RedisBackend
+from tests.proxy import ReplyDroppingProxy
+from tests.redis_server import RedisServer
+from tests.workers import optimize
+
+ctx = multiprocessing.get_context("spawn")
+
+
+class TestRedisBackendConformance(StorageTestCase):
+    @pytest.fixture
+    def storage(self, redis_server: RedisServer) -> JournalStorage:
+        return JournalStorage(RedisBackend(redis_server.url, name=uuid.uuid4().hex))
+
+
+def _location(url: str) -> str:
+    return f"{url}?journal={uuid.uuid4().hex}"
+
+
+def _run(target: object, args_per_worker: list[tuple[object, ...]]) -> None:
+    procs = [ctx.Process(target=target, args=args) for args in args_per_worker]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+    assert [p.exitcode for p in procs] == [0] * len(procs), "a worker raised or died"
+
+
+def test_redis_four_spawned_processes_run_1000_trials(redis_server: RedisServer) -> None:
+    location = _location(redis_server.url)
+    optuna.create_study(study_name="mp", storage=open_storage(location))
+    _run(optimize, [(location, "mp", 250)] * 4)
+    trials = optuna.load_study(study_name="mp", storage=open_storage(location)).trials
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 1000}
+    assert sorted(t.number for t in trials) == list(range(1000))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_server_killed_and_restarted_mid_run_loses_nothing(
+    own_server: RedisServer, tmp_path: Path
+) -> None:
+    location = _location(own_server.url)
+    optuna.create_study(study_name="restart", storage=open_storage(location))
+    finished = tmp_path / "finished"
+    workers = [
+        ctx.Process(target=optimize, args=(location, "restart", 150, None, str(finished)))
+        for _ in range(4)
+    ]
+    for p in workers:
+        p.start()
+    deadline = time.monotonic() + 120
+    while len(finished.read_text().split()) < 40 if finished.exists() else True:
+        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
+        time.sleep(0.02)
+    own_server.kill()  # mid-run, no shutdown save: only the AOF survives
+    time.sleep(1.0)
+    own_server.start()
+    for p in workers:
+        p.join(timeout=300)
+    assert [p.exitcode for p in workers] == [0] * 4
+    trials = optuna.load_study(study_name="restart", storage=open_storage(location)).trials
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 600}
+    assert sorted(t.number for t in trials) == list(range(600))
+    acknowledged = Counter(int(n) for n in finished.read_text().split())
+    assert sorted(acknowledged) == list(range(600)) and set(acknowledged.values()) == {1}
+
+
+def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
+    redis_server: RedisServer,
+) -> None:
+    proxy = ReplyDroppingProxy(redis_server.port, marker=b"XADD", probability=0.15)
+    name = uuid.uuid4().hex
+    storage = JournalStorage(RedisBackend(proxy.url, name=name))
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
+
+    def objective(trial: optuna.Trial) -> float:
+        for step in range(3):
+            trial.report(step, step)
+        trial.set_user_attr("u", trial.number)
+        return trial.suggest_float("x", 0, 1) + trial.suggest_int("n", 0, 3)
+
+    study.optimize(objective, n_trials=40)
+    proxy.close()
+    assert proxy.dropped > 10, "the proxy lost too few replies to test anything"
+
+    backend = RedisBackend(redis_server.url, name=name)
+    payloads = [p for batch in backend.read() for p in batch.payloads][1:]
+    ids = [(r.writer, r.rid) for r in codec.decode(payloads, backend.location, 1)]
+    assert len(ids) > len(set(ids))  # the repeats are in the log ...
+    replica = JournalStorage(backend)
+    trials = replica.get_all_trials(study._study_id)  # ... and take effect once
+    assert [t.number for t in trials] == list(range(40))
+    for t in trials:
+        assert t.state == TrialState.COMPLETE and set(t.params) == {"x", "n"}
+        assert t.intermediate_values == {0: 0.0, 1: 1.0, 2: 2.0} and t.user_attrs == {
+            "u": t.number
+        }
+    assert trials == study.trials
+
+
+def _write_from_child(storage: JournalStorage, study_id: int) -> None:
+    storage.set_study_user_attr(study_id, "child", "was here")
+
+
+def test_redis_pickled_storage_reconnects_in_the_child(redis_server: RedisServer) -> None:
+    storage = open_storage(_location(redis_server.url))
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "pickled")
+    assert len(pickle.dumps(storage)) < 400
+    _run(_write_from_child, [(storage, study_id)])
+    assert storage.get_study_user_attrs(study_id) == {"child": "was here"}
