@@ -100,8 +100,8 @@ class JournalHeader(
 # Records.
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, tag_field="op"):
-    """Fields every record carries.
+class Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False, tag_field="op"):
+    """Fields every record carries (``gc=False``: a record never takes part in a cycle).
 
     Attributes:
         writer: ``host:pid:nonce:thread`` of the writing process and thread.

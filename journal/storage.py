@@ -8,9 +8,10 @@ Every read first applies the new tail of the log, then answers from memory.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
-import copy
+from collections.abc import Container, Iterator, Sequence
+import contextlib
 from datetime import datetime, timezone
+import gc
 import threading
 from typing import Any, TypeVar
 import uuid
@@ -61,6 +62,26 @@ _ERRORS: dict[Reason, type[Exception]] = {
 }
 
 R = TypeVar("R", bound=AnyRecord)
+
+
+_LARGE_BATCH = 1000
+
+
+@contextlib.contextmanager
+def _gc_paused(pause: bool) -> Iterator[None]:
+    """Hold the cyclic GC off while a large batch is replayed or many trials are frozen.
+
+    Both allocate many objects that all live on, and no cycles among them die; each
+    collection would walk the whole growing state again, costing more than the work itself.
+    """
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -154,15 +175,16 @@ class JournalStorage(BaseStorage):
             if self._header is None:
                 self._header = header
                 state.position += 1
-            if found:
-                for record in records:
-                    apply(state, record)
-            else:
-                assert mine is not None
-                for record in records:
-                    result = apply(state, record)
-                    if not found and record.rid == mine.rid and record.writer == mine.writer:
-                        verdict, found = result, True
+            with _gc_paused(len(records) >= _LARGE_BATCH):
+                if found:
+                    for record in records:
+                        apply(state, record)
+                else:
+                    assert mine is not None
+                    for record in records:
+                        result = apply(state, record)
+                        if not found and record.rid == mine.rid and record.writer == mine.writer:
+                            verdict, found = result, True
             self._cursor = batch.cursor
         if not found:
             raise JournalError(
@@ -375,8 +397,8 @@ class JournalStorage(BaseStorage):
     ) -> list[FrozenTrial]:
         with self._lock:
             self._sync()
-            trials = self._state.frozen_trials(study_id, states)
-        return copy.deepcopy(trials) if deepcopy else trials
+            with _gc_paused(len(self._state.study(study_id).trials) >= _LARGE_BATCH):
+                return self._state.frozen_trials(study_id, states, deep=deepcopy)
 
     def get_n_trials(
         self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None
