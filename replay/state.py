@@ -143,24 +143,19 @@ def _frozen_trial(
             trial_id=trial_id,
         )
     trial: FrozenTrial = object.__new__(FrozenTrial)
-    trial.__dict__ = dict(
-        zip(
-            _FIELDS,
-            (
-                number,
-                state,
-                values,
-                datetime_start,
-                datetime_complete,
-                params,
-                user_attrs,
-                system_attrs,
-                intermediate_values,
-                distributions,
-                trial_id,
-            ),
-        )
-    )
+    trial.__dict__ = {
+        "_number": number,
+        "state": state,
+        "_values": values,
+        "_datetime_start": datetime_start,
+        "datetime_complete": datetime_complete,
+        "_params": params,
+        "_user_attrs": user_attrs,
+        "_system_attrs": system_attrs,
+        "intermediate_values": intermediate_values,
+        "_distributions": distributions,
+        "_trial_id": trial_id,
+    }
     return trial
 
 
