@@ -58,3 +58,19 @@ class Backend(Protocol):
         raises :class:`~optuna_journal.errors.CorruptLogError`.
         """
         ...
+
+    def head(self) -> bytes | None:
+        """Record 0, or ``None`` while the log has none; cheap, whatever the log's length."""
+        ...
+
+    def reaches(self, cursor: Cursor) -> bool:
+        """Whether the log extends at least to ``cursor`` (a snapshot's position)."""
+        ...
+
+    def save_snapshot(self, data: bytes) -> None:
+        """Keep ``data`` as the log's snapshot, atomically replacing the previous one."""
+        ...
+
+    def load_snapshot(self) -> bytes | None:
+        """The log's snapshot, or ``None``."""
+        ...

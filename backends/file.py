@@ -9,6 +9,9 @@ it releases the lock. Readers take no lock: they read complete frames from their
 
 Durability: an append is on stable storage when :meth:`FileBackend.append` returns.
 
+Snapshot: ``<log>.snapshot`` beside the log, replaced atomically (temp file, fsync, rename,
+fsync of the directory).
+
 Torn tail: a writer killed mid-append leaves an incomplete last frame. Readers do not see it;
 the next writer overwrites it under the lock (and logs that it did). A frame that fails its
 checks anywhere else raises :class:`~optuna_journal.errors.CorruptLogError` with the byte
@@ -25,6 +28,7 @@ import contextlib
 import logging
 import os
 from typing import Any
+import uuid
 
 from optuna_journal.backends import frames
 from optuna_journal.backends.base import Batch, Cursor
@@ -98,6 +102,59 @@ class FileBackend:
                 yield batch
         finally:
             os.close(fd)
+
+    def head(self) -> bytes | None:
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            if not self._check_magic(fd):
+                return None
+            start = len(frames.MAGIC)
+            header = os.pread(fd, frames.HEADER_SIZE, start)
+            if len(header) < frames.HEADER_SIZE:
+                return None
+            length = int.from_bytes(header[:4], "little")
+            parsed = frames.parse(header + os.pread(fd, length, start + frames.HEADER_SIZE))
+            if parsed.error is not None:
+                raise CorruptLogError(self._path, start, 0, parsed.error)
+            return parsed.payloads[0] if parsed.payloads else None
+        finally:
+            os.close(fd)
+
+    def reaches(self, cursor: Cursor) -> bool:
+        try:
+            return os.path.getsize(self._path) >= int(cursor.token)
+        except FileNotFoundError:
+            return False
+
+    @property
+    def snapshot_path(self) -> str:
+        return self._path + ".snapshot"
+
+    def save_snapshot(self, data: bytes) -> None:
+        # temp file -> fsync -> rename -> fsync the directory: a reader sees the old snapshot
+        # or the new one, whole, and a crash at any point leaves one of them.
+        temp = f"{self.snapshot_path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.snapshot_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _fsync_directory(os.path.dirname(self._path))
+
+    def load_snapshot(self) -> bytes | None:
+        try:
+            with open(self.snapshot_path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
 
     def _append_locked(self, data: bytes, only_if_empty: bool) -> None:
         try:

@@ -18,6 +18,7 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._payloads: list[bytes] = []
+        self._snapshot: bytes | None = None
         self._lock = threading.Lock()
 
     @property
@@ -41,10 +42,25 @@ class MemoryBackend:
             end = start + len(payloads)
             yield Batch(Cursor(end, end), payloads)
 
+    def head(self) -> bytes | None:
+        with self._lock:
+            return self._payloads[0] if self._payloads else None
+
+    def reaches(self, cursor: Cursor) -> bool:
+        with self._lock:
+            return cursor.records <= len(self._payloads)
+
+    def save_snapshot(self, data: bytes) -> None:
+        self._snapshot = data
+
+    def load_snapshot(self) -> bytes | None:
+        return self._snapshot
+
     def __getstate__(self) -> dict[str, Any]:
         with self._lock:
-            return {"payloads": list(self._payloads)}
+            return {"payloads": list(self._payloads), "snapshot": self._snapshot}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._payloads = state["payloads"]
+        self._snapshot = state["snapshot"]
         self._lock = threading.Lock()

@@ -1,8 +1,9 @@
 """A log in one Redis stream, shared by every process that can reach the server.
 
 Keys: the journal ``NAME`` lives in ``optuna-journal:{NAME}:log``, a stream that is never
-trimmed; each entry holds one record in its field ``r``. The braces are a Redis Cluster hash
-tag: every key of one journal maps to one slot. Many journals share a server by name.
+trimmed; each entry holds one record in its field ``r``. Its snapshot is the string
+``optuna-journal:{NAME}:snapshot``. The braces are a Redis Cluster hash tag: every key of one
+journal maps to one slot. Many journals share a server by name.
 
 Order: stream ids give the total order replay uses. The head (record 0) is written with the
 explicit id ``0-1``, which Redis accepts only while the stream is empty: written once.
@@ -106,6 +107,7 @@ class RedisBackend:
         self._connect_timeout = connect_timeout
         self._retry_timeout = retry_timeout
         self._key = f"optuna-journal:{{{name}}}:log"
+        self._snapshot_key = f"optuna-journal:{{{name}}}:snapshot"
         self._client = redis.Redis.from_url(
             url,
             socket_connect_timeout=min(connect_timeout, 5.0),
@@ -160,34 +162,53 @@ class RedisBackend:
         while True:
             entries = cast(
                 "list[list[Any]]",
-                self._call(
-                    functools.partial(self._client.xrange, self._key, start, "+", _BATCH),
-                    self._retry_timeout,
-                ),
+                self._retrying(self._client.xrange, self._key, start, "+", _BATCH),
             )
             if not entries:
                 return
-            try:
-                payloads: list[bytes] = [fields[1] for _, fields in entries if fields[0] == _FIELD]
-            except (IndexError, TypeError):
-                payloads = []
-            if len(payloads) != len(entries):
-                bad = next(
-                    i for i, (_, f) in enumerate(entries) if f[:1] != [_FIELD] or len(f) < 2
-                )
-                raise CorruptLogError(
-                    self.location,
-                    None,
-                    count + bad,
-                    f"stream entry {entries[bad][0].decode()} has no field {_FIELD.decode()!r}",
-                    hint="the stream was written by something other than optuna-journal",
-                )
+            payloads = self._payloads(entries, count)
             count += len(payloads)
             last = entries[-1][0].decode()
             yield Batch(Cursor(count, last), payloads)
             if len(entries) < _BATCH:
                 return
             start = f"({last}"
+
+    def head(self) -> bytes | None:
+        entries = cast(
+            "list[list[Any]]", self._retrying(self._client.xrange, self._key, "-", "+", 1)
+        )
+        return self._payloads(entries, 0)[0] if entries else None
+
+    def reaches(self, cursor: Cursor) -> bool:
+        token = str(cursor.token)
+        return bool(self._retrying(self._client.xrange, self._key, token, token, 1))
+
+    def save_snapshot(self, data: bytes) -> None:
+        self._retrying(self._client.set, self._snapshot_key, data)
+
+    def load_snapshot(self) -> bytes | None:
+        return cast("bytes | None", self._retrying(self._client.get, self._snapshot_key))
+
+    def _payloads(self, entries: list[list[Any]], first: int) -> list[bytes]:
+        """The record in each stream entry; ``first`` is the first one's number, for errors."""
+        try:
+            payloads: list[bytes] = [fields[1] for _, fields in entries if fields[0] == _FIELD]
+        except (IndexError, TypeError):
+            payloads = []
+        if len(payloads) != len(entries):
+            bad = next(i for i, (_, f) in enumerate(entries) if f[:1] != [_FIELD] or len(f) < 2)
+            raise CorruptLogError(
+                self.location,
+                None,
+                first + bad,
+                f"stream entry {entries[bad][0].decode()} has no field {_FIELD.decode()!r}",
+                hint="the stream was written by something other than optuna-journal",
+            )
+        return payloads
+
+    def _retrying(self, command: Callable[..., Any], *args: Any) -> Any:
+        return self._call(functools.partial(command, *args), self._retry_timeout)
 
     def _call(self, operation: Callable[[], T], budget: float) -> T:
         """Run ``operation``, retrying transient failures with backoff for ``budget`` seconds."""

@@ -48,7 +48,7 @@ from optuna_journal.records import (
     TrialSystemAttrSet,
     TrialUserAttrSet,
 )
-from optuna_journal.replay import Reason, Rejected, State, Verdict, apply
+from optuna_journal.replay import Reason, Rejected, State, Verdict, apply, snapshot
 from optuna_journal.writer import next_rid, writer_id
 
 _logger = optuna.logging.get_logger("optuna.journal.storage")
@@ -107,6 +107,9 @@ class JournalStorage(BaseStorage):
         backend: Where the log lives, e.g.
             :class:`~optuna_journal.backends.FileBackend` or
             :class:`~optuna_journal.backends.MemoryBackend`.
+        snapshot_every: Take a snapshot after about this many records (0: never), so that a
+            process opening the journal replays only the tail. Snapshots grow rarer as the
+            log grows, keeping their cost per record bounded.
 
     Raises:
         NotAJournalError: The backend holds something that is not a journal.
@@ -123,13 +126,18 @@ class JournalStorage(BaseStorage):
             study = optuna.create_study(storage=storage, study_name="demo")
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, snapshot_every: int = 10_000) -> None:
+        if snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be 0 (never) or positive, got {snapshot_every}")
         self._backend = backend
+        self._snapshot_every = snapshot_every
         self._lock = threading.Lock()
         self._state = State()
         self._cursor: Cursor | None = None
         self._header: JournalHeader | None = None
+        self._head: bytes | None = None  # record 0 as stored: it names the log in snapshots
         with self._lock:
+            self._restore()
             self._sync()
             if self._header is None:
                 self._backend.append_head(
@@ -155,7 +163,50 @@ class JournalStorage(BaseStorage):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The backend pickles as its location; the child replays the log itself.
-        return (JournalStorage, (self._backend,))
+        return (_reopen, (self._backend, self._snapshot_every))
+
+    def snapshot(self) -> int:
+        """Save a snapshot of the state as of the last record applied; return its position.
+
+        Snapshots are also taken automatically, every ``snapshot_every`` records while the log
+        is short and ever more rarely as it grows (see
+        :func:`optuna_journal.replay.snapshot.is_due`).
+        """
+        with self._lock:
+            self._sync()
+            return self._save_snapshot()
+
+    def _save_snapshot(self) -> int:
+        assert self._head is not None and self._cursor is not None
+        data = snapshot.encode(self._state, self._head, self._cursor)
+        self._backend.save_snapshot(data)
+        _logger.debug(
+            f"Saved a snapshot of {self._backend.location} at record {self._state.position}."
+        )
+        return self._state.position
+
+    def _restore(self) -> None:
+        """Start from the log's snapshot, if it has a usable one."""
+        data = self._backend.load_snapshot()
+        if data is None:
+            return
+        location = self._backend.location
+        head = self._backend.head()
+        try:
+            if head is None:
+                raise snapshot.SnapshotError("the log is empty")
+            state, cursor = snapshot.decode(data, head)
+            if not self._backend.reaches(cursor):
+                raise snapshot.SnapshotError(
+                    f"it is ahead of the log (record {cursor.records}); was the log cut short?"
+                )
+        except snapshot.SnapshotError as err:
+            _logger.warning(
+                f"{location}: ignoring its snapshot, which is {err}; replaying the whole log."
+            )
+            return
+        self._header = codec.decode_header(head, location)
+        self._head, self._state, self._cursor = head, state, cursor
 
     # Log plumbing.
 
@@ -165,6 +216,7 @@ class JournalStorage(BaseStorage):
         location = self._backend.location
         verdict: Verdict = None
         found = mine is None
+        mine_at = 0
         for batch in self._backend.read(self._cursor):
             payloads, header = batch.payloads, self._header
             if header is None:
@@ -173,7 +225,7 @@ class JournalStorage(BaseStorage):
             # Decode the whole batch before applying any of it: on error, state and cursor agree.
             records = codec.decode(payloads, location, batch.cursor.records - len(payloads))
             if self._header is None:
-                self._header = header
+                self._header, self._head = header, batch.payloads[0]
                 state.position += 1
             with _gc_paused(len(records) >= _LARGE_BATCH):
                 if found:
@@ -184,13 +236,18 @@ class JournalStorage(BaseStorage):
                     for record in records:
                         result = apply(state, record)
                         if not found and record.rid == mine.rid and record.writer == mine.writer:
-                            verdict, found = result, True
+                            verdict, found, mine_at = result, True, state.position
             self._cursor = batch.cursor
         if not found:
             raise JournalError(
                 f"{location}: a record this process appended is missing when the log is read "
                 "back; another tool may have rewritten the log under a running writer"
             )
+        if snapshot.is_due(mine_at, self._snapshot_every):
+            try:
+                self._save_snapshot()
+            except OSError as err:  # the write itself succeeded; a snapshot only saves time
+                _logger.warning(f"{location}: could not save a snapshot: {err}")
         return verdict
 
     def _new(self, kind: type[R], at: datetime | None = None, **fields: Any) -> R:
@@ -422,6 +479,10 @@ class JournalStorage(BaseStorage):
                 )
             assert study.best is not None
             return self._state.frozen_trial(study.best.trial_id)
+
+
+def _reopen(backend: Backend, snapshot_every: int) -> JournalStorage:
+    return JournalStorage(backend, snapshot_every=snapshot_every)
 
 
 def _version() -> str:

@@ -61,12 +61,12 @@ class Rejected(NamedTuple):
 Verdict = int | bool | None | Rejected
 """A new id (study or trial created), a claim's outcome (state set), None, or a rejection."""
 
-_STATES = {s.value: s for s in TrialState}
-_DIRECTIONS = {d.value: d for d in StudyDirection}
+STATES = {s.value: s for s in TrialState}
+DIRECTIONS = {d.value: d for d in StudyDirection}
 _FINISHED = frozenset(s for s in TrialState if s.is_finished())
 
 
-def _local(at: datetime) -> datetime:
+def local_time(at: datetime) -> datetime:
     """Optuna's datetimes are naive local time; records hold aware UTC ones."""
     return at.astimezone().replace(tzinfo=None)
 
@@ -141,7 +141,7 @@ def _study_created(state: State, record: StudyCreated) -> Verdict:
         )
     study_id = state.next_study_id
     state.next_study_id += 1
-    directions = [_DIRECTIONS[d] for d in record.directions]
+    directions = [DIRECTIONS[d] for d in record.directions]
     state.studies[study_id] = StudyRow(study_id, record.name, directions)
     state.study_ids[record.name] = study_id
     return study_id
@@ -167,11 +167,13 @@ def _trial_created(state: State, record: TrialCreated) -> Verdict:
         trial_id=trial_id,
         number=len(study.trials),
         study=study,
-        state=_STATES[record.state],
+        state=STATES[record.state],
         values=None if record.values is None else list(record.values),
-        datetime_start=None if record.datetime_start is None else _local(record.datetime_start),
+        datetime_start=None
+        if record.datetime_start is None
+        else local_time(record.datetime_start),
         datetime_complete=(
-            None if record.datetime_complete is None else _local(record.datetime_complete)
+            None if record.datetime_complete is None else local_time(record.datetime_complete)
         ),
     )
     for name, param in record.params.items():
@@ -213,13 +215,13 @@ def _trial_state_set(state: State, record: TrialStateSet) -> Verdict:
     row = _updatable_trial(state, record.trial_id)
     if isinstance(row, Rejected):
         return row
-    new = _STATES[record.state]
+    new = STATES[record.state]
     if new is TrialState.RUNNING:
         if row.state is TrialState.RUNNING:
             return False  # someone else's claim came first
-        row.datetime_start = _local(record.at)
+        row.datetime_start = local_time(record.at)
     elif new in _FINISHED:
-        row.datetime_complete = _local(record.at)
+        row.datetime_complete = local_time(record.at)
     study = row.study
     study.counts[row.state.value] -= 1
     study.counts[new.value] += 1
