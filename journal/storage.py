@@ -49,6 +49,7 @@ from optuna_journal.records import (
     TrialUserAttrSet,
 )
 from optuna_journal.replay import Reason, Rejected, State, Verdict, apply, snapshot
+from optuna_journal.replay.state import FINISHED
 from optuna_journal.writer import next_rid, writer_id
 
 _logger = optuna.logging.get_logger("optuna.journal.storage")
@@ -195,7 +196,8 @@ class JournalStorage(BaseStorage):
         try:
             if head is None:
                 raise snapshot.SnapshotError("the log is empty")
-            state, cursor = snapshot.decode(data, head)
+            with _gc_paused(True):
+                state, cursor = snapshot.decode(data, head)
             if not self._backend.reaches(cursor):
                 raise snapshot.SnapshotError(
                     f"it is ahead of the log (record {cursor.records}); was the log cut short?"
@@ -222,12 +224,12 @@ class JournalStorage(BaseStorage):
             if header is None:
                 header = codec.decode_header(payloads[0], location)
                 payloads = payloads[1:]
-            # Decode the whole batch before applying any of it: on error, state and cursor agree.
-            records = codec.decode(payloads, location, batch.cursor.records - len(payloads))
-            if self._header is None:
-                self._header, self._head = header, batch.payloads[0]
-                state.position += 1
-            with _gc_paused(len(records) >= _LARGE_BATCH):
+            with _gc_paused(len(payloads) >= _LARGE_BATCH):
+                # Decode the whole batch before applying any: on error, state and cursor agree.
+                records = codec.decode(payloads, location, batch.cursor.records - len(payloads))
+                if self._header is None:
+                    self._header, self._head = header, batch.payloads[0]
+                    state.position += 1
                 if found:
                     for record in records:
                         apply(state, record)
@@ -408,11 +410,11 @@ class JournalStorage(BaseStorage):
             with self._lock:
                 self._sync()
                 row = self._state.trial(trial_id)
-                if row.state.is_finished():
+                if row.state in FINISHED:
                     raise UpdateFinishedTrialError(
                         f"Trial#{row.number} has already finished and can not be updated."
                     )
-                if row.state == TrialState.RUNNING:
+                if row.state is StateCode.RUNNING:
                     return False
         record = self._new(
             TrialStateSet,
@@ -469,7 +471,7 @@ class JournalStorage(BaseStorage):
         with self._lock:
             self._sync()
             study = self._state.study(study_id)
-            if study.counts[TrialState.COMPLETE.value] == 0 or (
+            if study.counts[StateCode.COMPLETE] == 0 or (
                 study.best is None and len(study.directions) == 1
             ):
                 raise ValueError("No trials are completed yet.")

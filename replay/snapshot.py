@@ -29,7 +29,7 @@ from optuna_journal.records import (
     StateCode,
     UtcDatetime,
 )
-from optuna_journal.replay.apply import DIRECTIONS, STATES, local_time
+from optuna_journal.replay.apply import DIRECTIONS, local_time
 from optuna_journal.replay.state import State, StudyRow, TrialRow
 
 MAGIC = b"\x89OJS\r\n\x1a\n"
@@ -41,18 +41,14 @@ class SnapshotError(ValueError):
     """A snapshot that cannot be used; the caller replays the log from the start."""
 
 
-class ParamSnap(msgspec.Struct, array_like=True, gc=False):
-    value: Choice
-    distribution: AnyDistribution
-
-
 class TrialSnap(msgspec.Struct, array_like=True, gc=False):
     trial_id: int
     state: StateCode
     values: list[float] | None
     datetime_start: UtcDatetime | None
     datetime_complete: UtcDatetime | None
-    params: dict[str, ParamSnap]
+    params: dict[str, Choice]  # external representation
+    distributions: dict[str, int]  # index into Snapshot.distributions
     user_attrs: dict[str, Any]
     system_attrs: dict[str, Any]
     intermediate_values: dict[int, float]
@@ -65,7 +61,7 @@ class StudySnap(msgspec.Struct, array_like=True, gc=False):
     user_attrs: dict[str, Any]
     system_attrs: dict[str, Any]
     trials: list[TrialSnap]  # by number
-    first_distribution: dict[str, AnyDistribution]
+    first_distribution: dict[str, int]  # index into Snapshot.distributions
     best: int | None  # the best trial's number
 
 
@@ -78,6 +74,7 @@ class Snapshot(msgspec.Struct, gc=False):
     next_study_id: int
     next_trial_id: int
     last_rid: dict[str, int]
+    distributions: list[AnyDistribution]  # each distinct one once
     studies: list[StudySnap]
 
 
@@ -91,13 +88,15 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
     """The snapshot of ``state``, which has applied the log named by ``head`` up to ``cursor``."""
-    dists: dict[int, AnyDistribution] = {}  # distributions are shared: convert each once
+    table: list[AnyDistribution] = []
+    index: dict[int, int] = {}  # id of a shared distribution object -> its place in the table
 
-    def dist(d: BaseDistribution) -> AnyDistribution:
-        converted = dists.get(id(d))
-        if converted is None:
-            converted = dists[id(d)] = to_record(d)
-        return converted
+    def at(d: BaseDistribution) -> int:
+        i = index.get(id(d))
+        if i is None:
+            i = index[id(d)] = len(table)
+            table.append(to_record(d))
+        return i
 
     studies = [
         StudySnap(
@@ -109,21 +108,19 @@ def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
             trials=[
                 TrialSnap(
                     trial_id=t.trial_id,
-                    state=StateCode(t.state.value),
+                    state=t.state,
                     values=t.values,
                     datetime_start=_utc(t.datetime_start),
                     datetime_complete=_utc(t.datetime_complete),
-                    params={
-                        name: ParamSnap(value, dist(t.distributions[name]))
-                        for name, value in t.params.items()
-                    },
+                    params=t.params,
+                    distributions={k: at(v) for k, v in t.distributions.items()},
                     user_attrs=t.user_attrs,
                     system_attrs=t.system_attrs,
                     intermediate_values=t.intermediate_values,
                 )
                 for t in study.trials
             ],
-            first_distribution={k: dist(v) for k, v in study.first_distribution.items()},
+            first_distribution={k: at(v) for k, v in study.first_distribution.items()},
             best=None if study.best is None else study.best.number,
         )
         for study in state.studies.values()
@@ -137,6 +134,7 @@ def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
         next_study_id=state.next_study_id,
         next_trial_id=state.next_trial_id,
         last_rid=state.last_rid,
+        distributions=table,
         studies=studies,
     )
     return MAGIC + frames.pack(_encoder.encode(snapshot))
@@ -174,32 +172,31 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
     state.next_study_id = snap.next_study_id
     state.next_trial_id = snap.next_trial_id
     state.last_rid = snap.last_rid
+    table = [from_record(d) for d in snap.distributions]
     for s in snap.studies:
         study = StudyRow(s.study_id, s.name, [DIRECTIONS[d] for d in s.directions])
         study.user_attrs = s.user_attrs
         study.system_attrs = s.system_attrs
-        study.first_distribution = {k: from_record(v) for k, v in s.first_distribution.items()}
+        study.first_distribution = {k: table[i] for k, i in s.first_distribution.items()}
+        counts = study.counts
         for number, t in enumerate(s.trials):
             row = TrialRow(
-                trial_id=t.trial_id,
-                number=number,
-                study=study,
-                state=STATES[t.state],
-                values=t.values,
-                datetime_start=None if t.datetime_start is None else local_time(t.datetime_start),
-                datetime_complete=(
-                    None if t.datetime_complete is None else local_time(t.datetime_complete)
-                ),
+                t.trial_id,
+                number,
+                study,
+                t.state,
+                t.values,
+                None if t.datetime_start is None else local_time(t.datetime_start),
+                None if t.datetime_complete is None else local_time(t.datetime_complete),
             )
-            for name, p in t.params.items():
-                row.params[name] = p.value
-                row.distributions[name] = from_record(p.distribution)
+            row.params = t.params
+            row.distributions = {k: table[i] for k, i in t.distributions.items()}
             row.user_attrs = t.user_attrs
             row.system_attrs = t.system_attrs
             row.intermediate_values = t.intermediate_values
             study.trials.append(row)
-            study.counts[row.state.value] += 1
-            state.trials[row.trial_id] = row
+            counts[t.state] += 1
+            state.trials[t.trial_id] = row
         study.frozen = [None] * len(study.trials)
         study.stale = set(range(len(study.trials)))
         study.best = None if s.best is None else study.trials[s.best]

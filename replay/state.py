@@ -18,9 +18,15 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_journal.records import StateCode
+
 
 class TrialRow:
-    """One trial as replay knows it. Params are kept in Optuna's external representation."""
+    """One trial as replay knows it.
+
+    Params are kept in Optuna's external representation; the state as a :class:`StateCode`,
+    whose hashing and comparisons cost a fraction of ``TrialState``'s.
+    """
 
     __slots__ = (
         "trial_id",
@@ -42,7 +48,7 @@ class TrialRow:
         trial_id: int,
         number: int,
         study: StudyRow,
-        state: TrialState,
+        state: StateCode,
         values: list[float] | None,
         datetime_start: datetime | None,
         datetime_complete: datetime | None,
@@ -68,14 +74,29 @@ class TrialRow:
                 distributions and nested attrs are copied too, each shared one only once.
         """
         if memo is not None:
-            distributions = {k: copy.deepcopy(v, memo) for k, v in self.distributions.items()}
+            distributions = {k: _copied(v, memo) for k, v in self.distributions.items()}
             user_attrs, system_attrs = _deep(self.user_attrs, memo), _deep(self.system_attrs, memo)
+        elif self.state in FINISHED:
+            # A finished trial never changes again: its frozen copy may share the row's dicts.
+            return _frozen_trial(
+                self.number,
+                TRIAL_STATES[self.state],
+                self.values,
+                self.datetime_start,
+                self.datetime_complete,
+                self.params,
+                self.distributions,
+                self.user_attrs,
+                self.system_attrs,
+                self.intermediate_values,
+                self.trial_id,
+            )
         else:
             distributions = dict(self.distributions)
             user_attrs, system_attrs = dict(self.user_attrs), dict(self.system_attrs)
         return _frozen_trial(
             self.number,
-            self.state,
+            TRIAL_STATES[self.state],
             None if self.values is None else list(self.values),
             self.datetime_start,
             self.datetime_complete,
@@ -88,8 +109,21 @@ class TrialRow:
         )
 
 
+FINISHED = frozenset((StateCode.COMPLETE, StateCode.PRUNED, StateCode.FAIL))
+TRIAL_STATES = [TrialState(code) for code in range(len(StateCode))]  # by StateCode
+
+
+def _copied(dist: BaseDistribution, memo: dict[int, Any]) -> BaseDistribution:
+    copied: BaseDistribution | None = memo.get(id(dist))
+    if copied is None:
+        copied = memo[id(dist)] = copy.deepcopy(dist)
+    return copied
+
+
 def _deep(attrs: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
     # Decoded attrs are trees of immutable scalars, lists and dicts: only containers need copies.
+    if not any(isinstance(v, (list, dict)) for v in attrs.values()):
+        return dict(attrs)
     return {
         k: copy.deepcopy(v, memo) if isinstance(v, (list, dict)) else v for k, v in attrs.items()
     }
@@ -184,18 +218,15 @@ class StudyRow:
         self.user_attrs: dict[str, Any] = {}
         self.system_attrs: dict[str, Any] = {}
         self.trials: list[TrialRow] = []
-        # frozen[n] is trials[n] as last handed out; numbers in `stale` must be rebuilt first.
+        # frozen[n] is trials[n] as last handed out; a trial that changes puts its number in
+        # `stale`, and is rebuilt before it is read again.
         self.frozen: list[FrozenTrial | None] = []
         self.stale: set[int] = set()
         self.frozen_study: FrozenStudy | None = None
-        self.counts = [0] * len(TrialState)
+        self.counts = [0] * len(StateCode)  # trials by state
         self.best: TrialRow | None = None  # single-objective studies only
         # The first distribution recorded for each param name: later ones must be compatible.
         self.first_distribution: dict[str, BaseDistribution] = {}
-
-    def touch(self, trial: TrialRow) -> None:
-        """Note that a trial changed, so its frozen copy must be rebuilt before it is read."""
-        self.stale.add(trial.number)
 
     def freeze_trials(self) -> list[FrozenTrial]:
         """Every trial, frozen; only trials that changed since the last call are rebuilt."""
@@ -279,7 +310,11 @@ class State:
         study = self.study(study_id)
         if deep:
             memo: dict[int, Any] = {}
-            return [t.freeze(memo) for t in study.trials if states is None or t.state in states]
+            return [
+                t.freeze(memo)
+                for t in study.trials
+                if states is None or TRIAL_STATES[t.state] in states
+            ]
         frozen = study.freeze_trials()
         if states is None:
             return list(frozen)

