@@ -8,11 +8,12 @@ for rates ours / reference, for durations reference / ours.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 import contextlib
 from dataclasses import dataclass, field
 import json
 import os
+from pathlib import Path
 import platform
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ from optuna.storages.journal._base import BaseJournalBackend, BaseJournalSnapsho
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from optuna_journal.backends.base import Backend
 from optuna_journal.backends.file import FileBackend
 from optuna_journal.backends.memory import MemoryBackend
 from optuna_journal.storage import JournalStorage
@@ -125,23 +127,22 @@ def _our_payloads(n_trials: int) -> list[bytes]:
     return list(memory.backend.read())[0].payloads
 
 
-def _copy(payloads: list[bytes], storage_of: Callable[[], JournalStorage], snapshot: bool) -> None:
+def _copy(payloads: list[bytes], backend: Backend, snapshot: bool) -> None:
     """Write ``payloads`` to a new journal, with a snapshot where the schedule puts the last."""
     from optuna_journal.replay.snapshot import is_due
 
-    first = storage_of()  # writes the header
-    backend = first.backend
+    JournalStorage(backend, snapshot_every=0)  # writes the header
     due = max((p for p in range(len(payloads)) if is_due(p, 10_000)), default=0)
     cut = due if snapshot else len(payloads)
     for i in range(1, cut, 20_000):
         backend.append(payloads[i : min(i + 20_000, cut)])
     if snapshot:
-        storage_of().snapshot()
+        JournalStorage(backend, snapshot_every=0).snapshot()
         for i in range(cut, len(payloads), 20_000):
             backend.append(payloads[i : i + 20_000])
 
 
-class _OptunaMemoryBackend(BaseJournalBackend, BaseJournalSnapshot):  # type: ignore[misc]
+class _OptunaMemoryBackend(BaseJournalBackend, BaseJournalSnapshot):
     """Optuna's journal in memory: JSON logs, and the pickled snapshots Optuna itself takes."""
 
     def __init__(self) -> None:
@@ -178,7 +179,7 @@ def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[R
     places["optuna-file"] = ("optuna-file", f.name)
     for snap in (False, True):
         path = os.path.join(workdir, f"ours{'-snap' if snap else ''}.journal")
-        _copy(ours, lambda p=path: JournalStorage(FileBackend(p), snapshot_every=0), snap)
+        _copy(ours, FileBackend(path), snap)
         places["ours-file" + ("+snapshot" if snap else "")] = ("ours", path)
     if redis_url is not None:
         import redis
@@ -196,11 +197,7 @@ def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[R
         places["optuna-redis"] = ("optuna-redis", redis_url)
         for snap in (False, True):
             name = f"bench{'-snap' if snap else ''}-{os.getpid()}"
-            _copy(
-                ours,
-                lambda nm=name: JournalStorage(RedisBackend(redis_url, nm), snapshot_every=0),
-                snap,
-            )
+            _copy(ours, RedisBackend(redis_url, name), snap)
             places["ours-redis" + ("+snapshot" if snap else "")] = (
                 "ours",
                 f"{redis_url}?journal={name}",
@@ -228,7 +225,7 @@ def _redis(url: str | None, workdir: str) -> Iterator[str | None]:
         return
     from optuna_journal.redis_server import RedisServer
 
-    server = RedisServer(__import__("pathlib").Path(workdir) / "redis", "everysec")
+    server = RedisServer(Path(workdir) / "redis", "everysec")
     try:
         server.start()
     except (FileNotFoundError, RuntimeError) as err:

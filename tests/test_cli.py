@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["bench"]])
 def test_cli_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     run = _run(*command, "--help", cwd=tmp_path)
     assert run.returncode == 0 and "usage: optuna-journal" in run.stdout
@@ -49,3 +50,14 @@ def test_cli_demo_reports_bad_arguments(
     (tmp_path / "notes.txt").write_text("not a journal")
     assert main(["demo", "--journal", str(tmp_path / "notes.txt")]) == 1
     assert "not an optuna-journal log" in capsys.readouterr().err
+
+
+def test_cli_bench_quick_measures_ours_against_optuna(tmp_path: Path) -> None:
+    run = _run("bench", "--quick", "--json", str(tmp_path / "bench.json"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "| cold open | optuna-file |" in run.stdout and "1.00x" in run.stdout
+    results = json.loads((tmp_path / "bench.json").read_text())["results"]
+    measured = {(r["workload"], r["storage"]) for r in results if r["samples"]}
+    assert {("cold open", "ours-file"), ("cold open", "ours-file+snapshot")} <= measured
+    assert {("cold open", "ours-redis"), ("cold open", "optuna-redis")} <= measured
+    assert all(r["ratio"] > 0 for r in results)
