@@ -16,10 +16,11 @@ from optuna_journal.errors import (
     LockLostError,
     LockTimeoutError,
     NotAJournalError,
+    ReadOnlyError,
     SchemaVersionError,
     UnknownRecordError,
 )
-from optuna_journal.storage import JournalStorage
+from optuna_journal.storage import JournalStorage, JournalView
 
 __all__ = [
     "Backend",
@@ -28,10 +29,12 @@ __all__ = [
     "JournalConnectionError",
     "JournalError",
     "JournalStorage",
+    "JournalView",
     "LockLostError",
     "LockTimeoutError",
     "MemoryBackend",
     "NotAJournalError",
+    "ReadOnlyError",
     "SchemaVersionError",
     "UnknownRecordError",
     "open_storage",

@@ -63,3 +63,7 @@ class LockLostError(JournalError, RuntimeError):
 
 class JournalConnectionError(JournalError, ConnectionError):
     """The server holding the log cannot be reached within the bounded wait."""
+
+
+class ReadOnlyError(JournalError, PermissionError):
+    """A write to a view of the past (:meth:`JournalStorage.at`)."""

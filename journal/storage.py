@@ -26,10 +26,11 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_journal import codec
+from optuna_journal import codec, log
 from optuna_journal.backends.base import Backend, Cursor
 from optuna_journal.distributions import to_record
-from optuna_journal.errors import JournalError
+from optuna_journal.errors import JournalError, ReadOnlyError
+from optuna_journal.log import Entry
 from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyRecord,
@@ -138,20 +139,24 @@ class JournalStorage(BaseStorage):
         self._header: JournalHeader | None = None
         self._head: bytes | None = None  # record 0 as stored: it names the log in snapshots
         with self._lock:
-            self._restore()
-            self._sync()
-            if self._header is None:
-                self._backend.append_head(
-                    codec.encode(
-                        JournalHeader(
-                            schema_version=SCHEMA_VERSION,
-                            library=f"optuna-journal {_version()}",
-                            writer=writer_id(),
-                            at=datetime.now(timezone.utc),
-                        )
+            self._open()
+
+    def _open(self) -> None:
+        """Bring the state up to the end of the log, writing the log's header if it has none."""
+        self._restore()
+        self._sync()
+        if self._header is None:
+            self._backend.append_head(
+                codec.encode(
+                    JournalHeader(
+                        schema_version=SCHEMA_VERSION,
+                        library=f"optuna-journal {_version()}",
+                        writer=writer_id(),
+                        at=datetime.now(timezone.utc),
                     )
                 )
-                self._sync()
+            )
+            self._sync()
 
     @property
     def backend(self) -> Backend:
@@ -165,6 +170,29 @@ class JournalStorage(BaseStorage):
     def __reduce__(self) -> tuple[Any, ...]:
         # The backend pickles as its location; the child replays the log itself.
         return (_reopen, (self._backend, self._snapshot_every))
+
+    def at(self, *, position: int | None = None, time: datetime | None = None) -> JournalStorage:
+        """A read-only storage showing this journal as it was.
+
+        Usable wherever Optuna reads a storage (``optuna.load_study``,
+        ``study.trials_dataframe()``, ``optuna.visualization``); writes raise
+        :class:`~optuna_journal.errors.ReadOnlyError`.
+
+        Args:
+            position: Show the state after this many records (the header is record 0, so
+                ``position=1`` is the empty journal; :attr:`position` is the present).
+            time: Show the state after every record written before the first record written
+                after this moment (naive datetimes are local time, as Optuna's are).
+
+        Raises:
+            ValueError: Not exactly one of ``position`` and ``time`` is given.
+        """
+        return JournalView(self._backend, position=position, time=time)
+
+    def history(self, *, study_id: int | None = None, trial_id: int | None = None) -> list[Entry]:
+        """Every record that touched a study (its trials' creation included) or a trial, in
+        log order, each with its number and what replay made of it (a rejection says why)."""
+        return log.history(self._backend, study_id=study_id, trial_id=trial_id)
 
     def snapshot(self) -> int:
         """Save a snapshot of the state as of the last record applied; return its position.
@@ -256,7 +284,11 @@ class JournalStorage(BaseStorage):
         writer, rid = next_rid()
         return kind(writer=writer, rid=rid, at=at or datetime.now(timezone.utc), **fields)
 
+    def _writable(self) -> None:
+        """Raise unless this storage may write (a view of the past may not)."""
+
     def _write(self, record: AnyRecord) -> Verdict:
+        self._writable()
         payload = codec.encode(record)
         with self._lock:
             self._backend.append([payload])
@@ -405,6 +437,7 @@ class JournalStorage(BaseStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        self._writable()
         if state == TrialState.RUNNING:
             # Claiming a trial: if it runs already we lost, and there is nothing to write.
             with self._lock:
@@ -481,6 +514,53 @@ class JournalStorage(BaseStorage):
                 )
             assert study.best is not None
             return self._state.frozen_trial(study.best.trial_id)
+
+
+class JournalView(JournalStorage):
+    """A journal as it was at a position or moment: read-only, and it never moves on.
+
+    Made by :meth:`JournalStorage.at`.
+    """
+
+    def __init__(
+        self, backend: Backend, *, position: int | None = None, time: datetime | None = None
+    ) -> None:
+        if (position is None) == (time is None):
+            raise ValueError("give exactly one of position and time")
+        if position is not None and position < 0:
+            raise ValueError(f"position must not be negative, got {position}")
+        self._until_position = position
+        self._until_time = None if time is None else time.astimezone(timezone.utc)
+        super().__init__(backend, snapshot_every=0)
+
+    def _open(self) -> None:
+        self._state, self._header, self._head = log.replay_until(
+            self._backend, self._until_position, self._until_time
+        )
+
+    def _sync(self, mine: AnyRecord | None = None) -> Verdict:
+        return None  # the past does not change
+
+    def _writable(self) -> None:
+        when = (
+            f"record {self._until_position}"
+            if self._until_position is not None
+            else f"{self._until_time}"
+        )
+        raise ReadOnlyError(
+            f"{self._backend.location} as of {when} is a view of the past; it cannot be written"
+        )
+
+    def snapshot(self) -> int:
+        self._writable()
+        raise AssertionError("unreachable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_view, (self._backend, self._until_position, self._until_time))
+
+
+def _view(backend: Backend, position: int | None, time: datetime | None) -> JournalView:
+    return JournalView(backend, position=position, time=time)
 
 
 def _reopen(backend: Backend, snapshot_every: int) -> JournalStorage:
