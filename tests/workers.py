@@ -63,12 +63,17 @@ def _append_line(path: str, line: str) -> None:
 
 
 def write_until_killed(path: str, acks: str, lease: float) -> None:
-    """Append records of random sizes forever; log each acknowledged key to ``acks``."""
-    storage = JournalStorage(FileBackend(path, lock_lease=lease))
+    """Append forever, snapshotting often; log each acknowledged key to ``acks``.
+
+    Each round writes a blob of random size (so a kill often lands mid-frame) that overwrites
+    the last one, then a small record under a new key, acknowledged once written.
+    """
+    storage = JournalStorage(FileBackend(path, lock_lease=lease), snapshot_every=25)
     study_id = storage.get_study_id_from_name("crash")
     fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     rng = random.Random(os.getpid())
     while True:
+        storage.set_study_system_attr(study_id, "blob", "v" * rng.choice([1, 1_000, 100_000]))
         key = f"{os.getpid()}-{time.monotonic_ns()}"
-        storage.set_study_user_attr(study_id, key, "v" * rng.choice([1, 100, 10_000, 300_000]))
+        storage.set_study_user_attr(study_id, key, 1)
         os.write(fd, f"{key}\n".encode())  # in the page cache: survives SIGKILL
