@@ -169,13 +169,29 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     export = command(
         "export",
         _export,
-        "write the log's records as JSON lines",
-        "Write every record as one JSON object per line (NaN and infinities as "
-        "Python's json writes them), to stdout or --output.",
+        "write the log as JSON lines, or as a log Optuna's own journal replays",
+        "jsonl: every record as one JSON object per line, to stdout or --output. optuna: a "
+        "log that Optuna's JournalFileBackend replays to the same studies, trial ids and "
+        "numbers (the records that took effect, as Optuna's operations; NaN and infinities "
+        "as Optuna writes them); needs --output, which must not exist yet.",
     )
     export.add_argument("journal", metavar="JOURNAL", help="journal file or Redis URL")
-    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument(
+        "--format", choices=["jsonl", "optuna"], default="jsonl", help="jsonl (default) or optuna"
+    )
     export.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
+    imports = command(
+        "import",
+        _import,
+        "copy every study of an Optuna storage into a journal",
+        "Copy every study of SOURCE, an Optuna journal file (JSON lines, Rustuna's "
+        "DISCARD_TRIALS included) or any Optuna storage URL (e.g. sqlite:///old.db), into "
+        "JOURNAL: names, trial numbers, states, values, params and distributions, attrs, "
+        "intermediate values and datetimes.",
+    )
+    imports.add_argument("source", metavar="SOURCE", help="Optuna journal file or storage URL")
+    imports.add_argument("journal", metavar="JOURNAL", help="journal file or Redis URL")
     return parser, handlers
 
 
@@ -186,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except KeyboardInterrupt:
         return 130
-    except (JournalError, OSError, ValueError, KeyError) as err:
+    except (JournalError, OSError, ValueError, KeyError, optuna.exceptions.OptunaError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"optuna-journal {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -338,6 +354,14 @@ def _export(args: argparse.Namespace) -> int:
     from optuna_journal import log
 
     storage = _open(args.journal)
+    if args.format == "optuna":
+        from optuna_journal.interop import export_optuna
+
+        if not args.output:
+            raise ValueError("--format optuna needs --output FILE")
+        count = export_optuna(storage.backend, args.output)
+        print(f"{args.output}: {count} operations for Optuna's JournalFileBackend")
+        return 0
     out = open(args.output, "w") if args.output else sys.stdout
     try:
         for number, record in log.records(storage.backend):
@@ -345,6 +369,19 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from optuna_journal import open_storage
+    from optuna_journal.interop import import_studies, source_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    source = source_storage(args.source)
+    copied = import_studies(source, open_storage(args.journal))
+    for name, n in copied:
+        print(f"{name}: {n} trials")
+    print(f"{args.journal}: imported {len(copied)} studies from {args.source}")
     return 0
 
 

@@ -35,6 +35,7 @@ COMMANDS = [
     "snapshot",
     "tail",
     "export",
+    "import",
 ]
 
 
