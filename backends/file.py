@@ -19,6 +19,10 @@ offset and record number.
 
 NFS: each read opens the file afresh, so close-to-open consistency shows every append that
 finished before the open.
+
+Replacement: ``compact`` swaps in a new file under the lock. A reader notices that the file is
+another one (device and inode) and raises :class:`~optuna_journal.errors.LogReplacedError`
+instead of reading at an offset of the old one; a writer finds the end of the new one.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import uuid
 from optuna_journal.backends import frames
 from optuna_journal.backends.base import Batch, Cursor
 from optuna_journal.backends.lock import LeaseLock
-from optuna_journal.errors import CorruptLogError, NotAJournalError
+from optuna_journal.errors import CorruptLogError, LogReplacedError, NotAJournalError
 
 _logger = logging.getLogger("optuna.journal.backends.file")
 
@@ -64,7 +68,9 @@ class FileBackend:
                 f"{self._path}: the directory {directory} does not exist; create it first"
             )
         self._lock = LeaseLock(self._path + ".lock", lease=lock_lease, timeout=lock_timeout)
-        self._end = Cursor(0, 0)  # the last frame boundary this process has checked
+        # The last frame boundary this process has checked, and (device, inode) of its file.
+        self._end: tuple[tuple[int, int] | None, Cursor] = (None, Cursor(0, 0))
+        self._identity: tuple[int, int] | None = None  # the file the reader's cursors are in
         if os.path.exists(self._path):
             with open(self._path, "rb") as f:
                 self._check_magic(f.fileno())
@@ -95,10 +101,18 @@ class FileBackend:
         except FileNotFoundError:
             return  # nothing written yet
         try:
+            identity = _identity(fd)
+            if after is None or after.token == 0 or self._identity is None:
+                self._identity = identity  # a fresh start, or a cursor from a snapshot
+            elif identity != self._identity:
+                raise LogReplacedError(
+                    f"{self._path}: the log was replaced (compacted?) since this process read it"
+                )
             for batch in self._read(fd, after):
                 # Checked frames never change, so a writer can start its search for the end here.
-                if batch.cursor.records > self._end.records:
-                    self._end = batch.cursor
+                end_identity, end = self._end
+                if end_identity != identity or batch.cursor.records > end.records:
+                    self._end = (identity, batch.cursor)
                 yield batch
         finally:
             os.close(fd)
@@ -203,7 +217,7 @@ class FileBackend:
                     f.truncate(found.end)
                     f.flush()
                     os.fsync(f.fileno())
-                self._end = Cursor(0, 0)
+                self._end = (None, Cursor(0, 0))
             return found
 
     def _append_locked(self, data: bytes, only_if_empty: bool) -> None:
@@ -214,10 +228,13 @@ class FileBackend:
                 err.errno, f"{self._path}: no permission to write the journal"
             ) from err
         try:
-            end = self._end
+            identity = _identity(fd)
+            end_identity, end = self._end
+            if end_identity != identity:
+                end = Cursor(0, 0)  # another file (new, or compacted): find its end from the start
             for batch in self._read(fd, end):
                 end = batch.cursor
-            self._end = end
+            self._end = (identity, end)
             if only_if_empty and end.records > 0:
                 return
             offset = int(end.token)
@@ -322,6 +339,11 @@ class Inspection(NamedTuple):
     def torn(self) -> int:
         """Bytes after the last sound frame that are an incomplete one (a crash mid-append)."""
         return 0 if self.error else self.size - self.end
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _fsync_directory(path: str) -> None:

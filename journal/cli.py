@@ -139,6 +139,20 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="also cut from a corrupt frame in the middle to the end",
     )
 
+    compact = command(
+        "compact",
+        _compact,
+        "rewrite a journal file into a shorter one that replays the same",
+        "Under the append lock, fold the log (all but the records of the last few minutes) "
+        "into the records that rebuild its studies and trials with the same ids, check that "
+        "it replays to the same state, and swap it in. Running processes notice and replay "
+        "the new log. --archive keeps the original as JOURNAL.archive-TIME.",
+    )
+    journal(compact, json_output=False)
+    compact.add_argument(
+        "--archive", action="store_true", help="keep the original log beside it (a hard link)"
+    )
+
     journal(
         command(
             "snapshot",
@@ -318,6 +332,18 @@ def _repair(args: argparse.Namespace) -> int:
     print(
         f"{backend.location}: cut {what}: {found.size - found.end} bytes from byte offset "
         f"{found.end}, after record {found.records - 1}; saved to {backup}"
+    )
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from optuna_journal.compact import compact
+
+    done = compact(args.journal, archive=args.archive)
+    print(
+        f"{args.journal}: {done.records_before} records, {done.bytes_before:,} bytes -> "
+        f"{done.records_after} records, {done.bytes_after:,} bytes"
+        + (f"; the original is kept at {done.archive}" if done.archive else "")
     )
     return 0
 

@@ -6,6 +6,8 @@ the modern class they subclass; every other field is kept exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -52,3 +54,15 @@ def from_record(dist: AnyDistribution) -> BaseDistribution:
         if len(_cache) < 4096:
             _cache[key] = built
     return built
+
+
+def internal_value(dist: BaseDistribution, external: Any) -> float:
+    """Optuna's internal representation of ``external``, exact for categorical choices that
+    are equal as values but not as types (``1``, ``1.0`` and ``True`` are three choices)."""
+    if isinstance(dist, CategoricalDistribution):
+        for index, choice in enumerate(dist.choices):
+            if type(choice) is type(external) and (
+                choice == external or (choice != choice and external != external)
+            ):
+                return float(index)
+    return float(dist.to_internal_repr(external))

@@ -67,3 +67,7 @@ class JournalConnectionError(JournalError, ConnectionError):
 
 class ReadOnlyError(JournalError, PermissionError):
     """A write to a view of the past (:meth:`JournalStorage.at`)."""
+
+
+class LogReplacedError(JournalError):
+    """The log was replaced (by ``compact``) since this process last read it; read it anew."""

@@ -19,6 +19,7 @@ from optuna_journal.distributions import from_record
 from optuna_journal.records import (
     AnyRecord,
     JournalHeader,
+    LogCompacted,
     StateCode,
     StudyCreated,
     StudyDeleted,
@@ -53,8 +54,8 @@ def optuna_operations(backend: Backend) -> Iterator[dict[str, Any]]:
             state.position += 1
             continue
         verdict = apply(state, record)
-        if isinstance(verdict, Rejected) or verdict is False:
-            continue
+        if isinstance(verdict, Rejected) or verdict is False or isinstance(record, LogCompacted):
+            continue  # changed nothing Optuna keeps
         yield {"worker_id": record.writer, **_operation(record)}
 
 

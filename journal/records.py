@@ -187,6 +187,15 @@ class TrialSystemAttrSet(Record, frozen=True, kw_only=True, tag="trial.system_at
     value: Any
 
 
+class LogCompacted(Record, frozen=True, kw_only=True, tag="log.compacted"):
+    """Where ``compact`` folded records away: the writers' counts they had reached (so that a
+    repeat of a folded record is still known as one), how many, and where the original went."""
+
+    last_rid: dict[str, int]
+    folded: int
+    archive: str | None = None
+
+
 AnyRecord = (
     StudyCreated
     | StudyDeleted
@@ -198,6 +207,7 @@ AnyRecord = (
     | TrialIntermediateValueSet
     | TrialUserAttrSet
     | TrialSystemAttrSet
+    | LogCompacted
 )
 
 RECORD_TYPES: tuple[type[Record], ...] = typing.get_args(AnyRecord)

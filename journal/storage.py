@@ -28,8 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_journal import codec, log
 from optuna_journal.backends.base import Backend, Cursor
-from optuna_journal.distributions import to_record
-from optuna_journal.errors import JournalError, ReadOnlyError
+from optuna_journal.distributions import internal_value, to_record
+from optuna_journal.errors import JournalError, LogReplacedError, ReadOnlyError
 from optuna_journal.log import Entry
 from optuna_journal.records import (
     SCHEMA_VERSION,
@@ -242,6 +242,16 @@ class JournalStorage(BaseStorage):
 
     def _sync(self, mine: AnyRecord | None = None) -> Verdict:
         """Apply the new tail of the log; return the verdict of the record ``mine`` in it."""
+        try:
+            return self._apply_tail(mine)
+        except LogReplacedError:
+            # Compacted: the new log replays to the same state. Start over from it.
+            _logger.info(f"{self._backend.location} was compacted; replaying the new log.")
+            self._state, self._cursor, self._header, self._head = State(), None, None, None
+            self._restore()
+            return self._apply_tail(mine)
+
+    def _apply_tail(self, mine: AnyRecord | None) -> Verdict:
         state = self._state
         location = self._backend.location
         verdict: Verdict = None
@@ -271,7 +281,8 @@ class JournalStorage(BaseStorage):
         if not found:
             raise JournalError(
                 f"{location}: a record this process appended is missing when the log is read "
-                "back; another tool may have rewritten the log under a running writer"
+                "back: the log was compacted, or rewritten by another tool, while this process "
+                "was between writing it and reading it back"
             )
         if snapshot.is_due(mine_at, self._snapshot_every):
             try:
@@ -382,7 +393,7 @@ class JournalStorage(BaseStorage):
                 datetime_complete=_utc(t.datetime_complete),
                 params={
                     name: Param(
-                        float(t.distributions[name].to_internal_repr(value)),
+                        internal_value(t.distributions[name], value),
                         to_record(t.distributions[name]),
                     )
                     for name, value in t.params.items()

@@ -22,6 +22,7 @@ from optuna.study import StudyDirection
 from optuna_journal.distributions import from_record
 from optuna_journal.records import (
     AnyRecord,
+    LogCompacted,
     StateCode,
     StudyCreated,
     StudyDeleted,
@@ -117,6 +118,10 @@ def apply(state: State, record: AnyRecord) -> Verdict:
             return _study_created(state, record)
         case StudyDeleted():
             return _study_deleted(state, record)
+        case LogCompacted():
+            for folded_writer, rid in record.last_rid.items():
+                last_rid[folded_writer] = max(last_rid.get(folded_writer, 0), rid)
+            return None
         case _:
             assert_never(record)
 

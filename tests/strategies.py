@@ -97,6 +97,12 @@ record_strategies: dict[type[r.Record], st.SearchStrategy[r.Record]] = {
     ),
     r.TrialUserAttrSet: _record(r.TrialUserAttrSet, trial_id=ids, key=keys, value=json_values),
     r.TrialSystemAttrSet: _record(r.TrialSystemAttrSet, trial_id=ids, key=keys, value=json_values),
+    r.LogCompacted: _record(
+        r.LogCompacted,
+        last_rid=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 30)),
+        folded=st.integers(0, 100),
+        archive=st.none() | st.text(max_size=8),
+    ),
 }
 assert set(record_strategies) == set(r.RECORD_TYPES), "every record kind needs a strategy"
 

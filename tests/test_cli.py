@@ -32,6 +32,7 @@ COMMANDS = [
     "history",
     "verify",
     "repair",
+    "compact",
     "snapshot",
     "tail",
     "export",

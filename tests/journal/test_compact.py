@@ -1,0 +1,95 @@
+"""compact: a shorter log that replays to the same studies, trials and ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+import pytest
+
+from optuna_journal import CorruptLogError, FileBackend, JournalStorage, log
+from optuna_journal import records as r
+from optuna_journal.compact import _observable, compact
+from optuna_journal.interop import export_optuna
+from optuna_journal.verify import verify
+
+
+def _busy_journal(path: Path) -> JournalStorage:
+    storage = JournalStorage(FileBackend(path), snapshot_every=0)
+    doomed = optuna.create_study(storage=storage, study_name="doomed")
+    doomed.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    kept = optuna.create_study(storage=storage, study_name="kept")
+    for i in range(20):
+        kept.set_user_attr("progress", i)  # overwritten: 20 records fold into 1
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_categorical("c", [1, True, 1.0])  # equal values, distinct choices
+        for step in range(5):
+            trial.report(step * 0.1, step)
+        return trial.suggest_float("x", 0, 1)
+
+    kept.optimize(objective, n_trials=6)
+    optuna.delete_study(study_name="doomed", storage=storage)
+    later = optuna.create_study(storage=storage, study_name="later")
+    later.enqueue_trial({"x": 0.5})  # WAITING
+    storage.create_new_trial(later._study_id)  # RUNNING
+    running = storage.create_new_trial(kept._study_id)
+    storage.set_trial_param(running, "c", 1, CategoricalDistribution([1, True, 1.0]))
+    return storage
+
+
+def test_compact_folds_history_and_keeps_every_id(tmp_path: Path) -> None:
+    path = tmp_path / "s.journal"
+    before_compaction = _busy_journal(path)
+    original = path.read_bytes()
+    expected = _observable(JournalStorage(FileBackend(path))._state)
+
+    done = compact(str(path), archive=True, keep=0, keep_seconds=0)
+    assert done.bytes_after < done.bytes_before and done.records_after < done.records_before
+    assert done.archive is not None and Path(done.archive).read_bytes() == original
+    assert _observable(JournalStorage(FileBackend(path))._state) == expected
+    assert verify(str(path)).sound
+    folded = [rec for _, rec in log.records(FileBackend(path))]
+    assert isinstance(folded[-1], r.LogCompacted) and folded[-1].archive == done.archive
+
+    # A process that had the journal open notices, replays the new log, and carries on.
+    kept = before_compaction.get_study_id_from_name("kept")
+    new_trial = before_compaction.create_new_trial(kept)
+    assert new_trial == 12  # ids go on from where they were
+    fresh = JournalStorage(FileBackend(path))
+    assert fresh.get_trial(new_trial) == before_compaction.get_trial(new_trial)
+    assert [t.state for t in fresh.get_all_trials(fresh.get_study_id_from_name("later"))] == [
+        TrialState.WAITING,
+        TrialState.RUNNING,
+    ]
+
+    # Optuna's own journal replays the compacted log to the same ids, too.
+    export_optuna(FileBackend(path), str(tmp_path / "optuna.log"))
+    theirs = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
+    ours = JournalStorage(FileBackend(path))
+    for study in ours.get_all_studies():
+        assert theirs.get_all_trials(study._study_id) == ours.get_all_trials(study._study_id)
+
+
+def test_compact_keeps_recent_records_as_they_were(tmp_path: Path) -> None:
+    path = tmp_path / "s.journal"
+    _busy_journal(path)
+    last = [rec for _, rec in log.records(FileBackend(path))][-5:]
+    compact(str(path), keep=5, keep_seconds=0)
+    after = [rec for _, rec in log.records(FileBackend(path))]
+    assert after[-5:] == last and isinstance(after[-6], r.LogCompacted)
+
+
+def test_compact_refuses_a_corrupt_log_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.journal"
+    _busy_journal(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError):
+        compact(str(path), keep=0, keep_seconds=0)
+    assert path.read_bytes() == bytes(data)
+    assert not list(tmp_path.glob("*.tmp"))
