@@ -358,21 +358,20 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from optuna_journal import log
 
-    storage = _open(args.journal)
-    backend = storage.backend
-    shown = 0
-    last = [(n, r) for n, r in log.records(backend)][-args.n :] if args.n > 0 else []
+    backend = _open(args.journal).backend
+    after = None  # where the next look at the log starts
+    last: list[tuple[int, AnyRecord | JournalHeader]] = []
+    for end, numbered in log.batches(backend):
+        after = end
+        last = (last + numbered)[-args.n :] if args.n > 0 else []
     for number, record in last:
         _print_record(number, record, args.json)
-        shown = number + 1
-    if not last:
-        shown = storage.position
     while args.follow:
         time.sleep(args.interval)
-        for number, record in log.records(backend):
-            if number >= shown:
+        for end, numbered in log.batches(backend, after):
+            after = end
+            for number, record in numbered:
                 _print_record(number, record, args.json)
-                shown = number + 1
     return 0
 
 
@@ -390,7 +389,7 @@ def _export(args: argparse.Namespace) -> int:
         return 0
     out = open(args.output, "w") if args.output else sys.stdout
     try:
-        for number, record in log.records(storage.backend):
+        for number, record in log.records(storage.backend, progress=True):
             out.write(json.dumps(_describe(number, record)) + "\n")
     finally:
         if out is not sys.stdout:

@@ -7,29 +7,46 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import NamedTuple
 
+from tqdm import tqdm
+
 from optuna_journal import codec
-from optuna_journal.backends.base import Backend
+from optuna_journal.backends.base import Backend, Cursor
 from optuna_journal.records import AnyRecord, JournalHeader, StudyCreated, TrialCreated
 from optuna_journal.replay import State, Verdict, apply
 
 
-def records(backend: Backend) -> Iterator[tuple[int, JournalHeader | AnyRecord]]:
-    """Yield ``(number, record)`` for every record of the log, the header (number 0) first.
+def batches(
+    backend: Backend, after: Cursor | None = None
+) -> Iterator[tuple[Cursor, list[tuple[int, JournalHeader | AnyRecord]]]]:
+    """Yield the log's records after ``after`` batch by batch, numbered (the header is 0),
+    each batch with the cursor after it, to resume from.
 
     Raises:
         SchemaVersionError: The log was written by a newer schema.
         CorruptLogError: A record fails its checks.
         UnknownRecordError: A record kind this version does not know.
     """
-    number = 0
-    for batch in backend.read():
+    number = 0 if after is None else after.records
+    for batch in backend.read(after):
         payloads = batch.payloads
+        numbered: list[tuple[int, JournalHeader | AnyRecord]] = []
         if number == 0:
-            yield 0, codec.decode_header(payloads[0], backend.location)
+            numbered.append((0, codec.decode_header(payloads[0], backend.location)))
             payloads, number = payloads[1:], 1
-        for record in codec.decode(payloads, backend.location, number):
-            yield number, record
-            number += 1
+        numbered += enumerate(codec.decode(payloads, backend.location, number), start=number)
+        number += len(payloads)
+        yield batch.cursor, numbered
+
+
+def records(
+    backend: Backend, progress: bool = False
+) -> Iterator[tuple[int, JournalHeader | AnyRecord]]:
+    """Yield ``(number, record)`` for every record of the log, the header (number 0) first;
+    with ``progress``, show a tqdm progress bar on a terminal."""
+    with tqdm(unit=" records", disable=None if progress else True, leave=False) as bar:
+        for _, numbered in batches(backend):
+            yield from numbered
+            bar.update(len(numbered))
 
 
 class Entry(NamedTuple):

@@ -71,7 +71,7 @@ def verify(location: str) -> Report:
             report.notes.append(f"{temp}: an unfinished snapshot (a crash while saving); unused")
 
     try:
-        for number, record in log.records(backend):
+        for number, record in log.records(backend, progress=True):
             report.records = number + 1
             if number == 0:
                 report.schema_version = record.schema_version  # type: ignore[union-attr]
