@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 import random
@@ -11,6 +12,17 @@ import optuna
 
 from optuna_journal import FileBackend, JournalStorage, open_storage
 from optuna_journal.backends.lock import LeaseLock
+
+
+def run_spawned(target: object, args_per_worker: list[tuple[object, ...]]) -> None:
+    """Run ``target`` in one spawned process per argument tuple; all must exit 0."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args) for args in args_per_worker]  # type: ignore[arg-type]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+    assert [p.exitcode for p in procs] == [0] * len(procs), "a worker raised or died"
 
 
 def hold_lock(lock_path: str, lease: float, seconds: float, ready: str) -> None:

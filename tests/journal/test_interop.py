@@ -116,35 +116,19 @@ def test_export_for_optuna_keeps_the_ids_of_a_log_with_history(tmp_path: Path) -
     optuna.delete_study(study_name=doomed.study_name, storage=ours)
     kept = optuna.create_study(storage=ours, study_name="kept")
     kept.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    assert (
-        main(
-            [
-                "export",
-                str(tmp_path / "ours.journal"),
-                "--format",
-                "optuna",
-                "-o",
-                str(tmp_path / "back.log"),
-            ]
-        )
-        == 0
-    )
+    export = [
+        "export",
+        str(tmp_path / "ours.journal"),
+        "--format",
+        "optuna",
+        "-o",
+        str(tmp_path / "back.log"),
+    ]
+    assert main(export) == 0
     replayed = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "back.log")))
     assert [t._trial_id for t in replayed.get_all_trials(1)] == [t._trial_id for t in kept.trials]
     _assert_same_studies(ours, replayed)
-    assert (
-        main(
-            [
-                "export",
-                str(tmp_path / "ours.journal"),
-                "--format",
-                "optuna",
-                "-o",
-                str(tmp_path / "back.log"),
-            ]
-        )
-        == 1
-    )  # never overwrites
+    assert main(export) == 1  # never overwrites
 
 
 def test_import_from_an_optuna_storage_url(tmp_path: Path) -> None:

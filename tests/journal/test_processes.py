@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -11,19 +10,9 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_journal import FileBackend, JournalStorage
-from tests.workers import optimize
+from tests.workers import optimize, run_spawned
 
-ctx = multiprocessing.get_context("spawn")
 SOAK = os.environ.get("OPTUNA_JOURNAL_SOAK") == "1"
-
-
-def _run_workers(target: object, args_per_worker: list[tuple[object, ...]]) -> None:
-    procs = [ctx.Process(target=target, args=args) for args in args_per_worker]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=600)
-    assert [p.exitcode for p in procs] == [0] * len(procs), "a worker raised or died"
 
 
 def _study(path: Path, name: str) -> optuna.Study:
@@ -33,7 +22,7 @@ def _study(path: Path, name: str) -> optuna.Study:
 def test_four_spawned_processes_run_1000_trials_on_one_file(tmp_path: Path) -> None:
     path = tmp_path / "s.journal"
     _study(path, "mp")
-    _run_workers(optimize, [(str(path), "mp", 250)] * 4)
+    run_spawned(optimize, [(str(path), "mp", 250)] * 4)
     trials = optuna.load_study(study_name="mp", storage=JournalStorage(FileBackend(path))).trials
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 1000}
     assert sorted(t.number for t in trials) == list(range(1000))
@@ -57,7 +46,7 @@ def test_each_enqueued_trial_runs_exactly_once_across_four_processes(tmp_path: P
     study = _study(path, "enqueue")
     for i in range(50):
         study.enqueue_trial({"x": i / 10})
-    _run_workers(optimize, [(str(path), "enqueue", 13, str(executed))] * 4)
+    run_spawned(optimize, [(str(path), "enqueue", 13, str(executed))] * 4)
     runs = Counter(int(line) for line in executed.read_text().split())
     assert all(runs[number] == 1 for number in range(50)), runs
     storage = JournalStorage(FileBackend(path))

@@ -19,7 +19,7 @@ from optuna_journal import JournalStorage, codec, open_storage
 from optuna_journal.backends.redis import RedisBackend
 from optuna_journal.redis_server import RedisServer
 from tests.proxy import ReplyDroppingProxy
-from tests.workers import optimize
+from tests.workers import optimize, run_spawned
 
 ctx = multiprocessing.get_context("spawn")
 
@@ -34,19 +34,10 @@ def _location(url: str) -> str:
     return f"{url}?journal={uuid.uuid4().hex}"
 
 
-def _run(target: object, args_per_worker: list[tuple[object, ...]]) -> None:
-    procs = [ctx.Process(target=target, args=args) for args in args_per_worker]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=600)
-    assert [p.exitcode for p in procs] == [0] * len(procs), "a worker raised or died"
-
-
 def test_redis_four_spawned_processes_run_1000_trials(redis_server: RedisServer) -> None:
     location = _location(redis_server.url)
     optuna.create_study(study_name="mp", storage=open_storage(location))
-    _run(optimize, [(location, "mp", 250)] * 4)
+    run_spawned(optimize, [(location, "mp", 250)] * 4)
     trials = optuna.load_study(study_name="mp", storage=open_storage(location)).trials
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 1000}
     assert sorted(t.number for t in trials) == list(range(1000))
@@ -130,5 +121,5 @@ def test_redis_pickled_storage_reconnects_in_the_child(redis_server: RedisServer
     storage = open_storage(_location(redis_server.url))
     study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "pickled")
     assert len(pickle.dumps(storage)) < 400
-    _run(_write_from_child, [(storage, study_id)])
+    run_spawned(_write_from_child, [(storage, study_id)])
     assert storage.get_study_user_attrs(study_id) == {"child": "was here"}
