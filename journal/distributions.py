@@ -47,7 +47,7 @@ _cache: dict[object, BaseDistribution] = {}
 def from_record(dist: AnyDistribution) -> BaseDistribution:
     """Rebuild the Optuna distribution; equal records share one (never mutated) object."""
     # Types are part of the key: (1,), (1.0,) and (True,) are equal tuples but other choices.
-    key = (dist, tuple(map(type, dist.choices))) if isinstance(dist, CategoricalDist) else dist
+    key = (dist, *map(type, dist.choices)) if type(dist) is CategoricalDist else dist
     built = _cache.get(key)
     if built is None:
         built = _build(dist)

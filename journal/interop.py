@@ -33,9 +33,8 @@ from optuna_journal.records import (
     TrialUserAttrSet,
 )
 from optuna_journal.replay import Rejected, State, apply
+from optuna_journal.replay.state import FINISHED
 from optuna_journal.storage import JournalStorage
-
-_FINISHED = (StateCode.COMPLETE, StateCode.PRUNED, StateCode.FAIL)
 
 
 def _iso(moment: datetime) -> str:
@@ -122,7 +121,7 @@ def _operation(record: AnyRecord) -> dict[str, Any]:
             }
             if record.state is StateCode.RUNNING:
                 op["datetime_start"] = _iso(record.at)
-            elif record.state in _FINISHED:
+            elif record.state in FINISHED:
                 op["datetime_complete"] = _iso(record.at)
             return op
         case TrialIntermediateValueSet():

@@ -74,7 +74,10 @@ class TrialRow:
                 distributions and nested attrs are copied too, each shared one only once.
         """
         if memo is not None:
-            distributions = {k: _copied(v, memo) for k, v in self.distributions.items()}
+            get = memo.get
+            distributions = {
+                k: get(id(v)) or _copied(v, memo) for k, v in self.distributions.items()
+            }
             user_attrs, system_attrs = _deep(self.user_attrs, memo), _deep(self.system_attrs, memo)
         elif self.state in FINISHED:
             # A finished trial never changes again: its frozen copy may share the row's dicts.
@@ -114,15 +117,14 @@ TRIAL_STATES = [TrialState(code) for code in range(len(StateCode))]  # by StateC
 
 
 def _copied(dist: BaseDistribution, memo: dict[int, Any]) -> BaseDistribution:
-    copied: BaseDistribution | None = memo.get(id(dist))
-    if copied is None:
-        copied = memo[id(dist)] = copy.deepcopy(dist)
+    copied: BaseDistribution = copy.deepcopy(dist)
+    memo[id(dist)] = copied
     return copied
 
 
 def _deep(attrs: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
     # Decoded attrs are trees of immutable scalars, lists and dicts: only containers need copies.
-    if not any(isinstance(v, (list, dict)) for v in attrs.values()):
+    if not attrs or not any(isinstance(v, (list, dict)) for v in attrs.values()):
         return dict(attrs)
     return {
         k: copy.deepcopy(v, memo) if isinstance(v, (list, dict)) else v for k, v in attrs.items()
