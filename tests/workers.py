@@ -11,6 +11,7 @@ import time
 import optuna
 
 from optuna_journal import FileBackend, JournalStorage, open_storage
+from optuna_journal.backends.flock import FlockLock
 from optuna_journal.backends.lock import LeaseLock
 
 
@@ -26,8 +27,9 @@ def run_spawned(target: object, args_per_worker: list[tuple[object, ...]]) -> No
 
 
 def hold_lock(lock_path: str, lease: float, seconds: float, ready: str) -> None:
-    """Take the lock, say so by creating ``ready``, and hold it for ``seconds``."""
-    lock = LeaseLock(lock_path, lease=lease)
+    """Take the lock (a flock if ``lease`` is 0), say so by creating ``ready``, and hold it
+    for ``seconds``."""
+    lock = FlockLock(lock_path) if lease == 0 else LeaseLock(lock_path, lease=lease)
     with lock.hold():
         Path(ready).touch()
         time.sleep(seconds)
@@ -74,13 +76,13 @@ def _append_line(path: str, line: str) -> None:
         os.close(fd)
 
 
-def write_until_killed(path: str, acks: str, lease: float) -> None:
+def write_until_killed(path: str, acks: str, lock: str, lease: float) -> None:
     """Append forever, snapshotting often; log each acknowledged key to ``acks``.
 
     Each round writes a blob of random size (so a kill often lands mid-frame) that overwrites
     the last one, then a small record under a new key, acknowledged once written.
     """
-    storage = JournalStorage(FileBackend(path, lock_lease=lease), snapshot_every=25)
+    storage = JournalStorage(FileBackend(path, lock, lock_lease=lease), snapshot_every=25)
     study_id = storage.get_study_id_from_name("crash")
     fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     rng = random.Random(os.getpid())

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from optuna_journal.backends.file import FileBackend, _on_network_filesystem
+from optuna_journal.backends.flock import FlockLock
 from optuna_journal.backends.lock import LeaseLock
 from optuna_journal.errors import LockLostError, LockTimeoutError
 from tests.workers import hold_lock
@@ -69,3 +71,38 @@ def test_lock_holder_that_lost_its_lock_refuses_to_write(tmp_path: Path) -> None
 def test_lock_rejects_nonsense_settings(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lease"):
         LeaseLock(str(tmp_path / "l"), lease=0)
+
+
+def test_flock_of_a_sigkilled_holder_is_free_at_once(tmp_path: Path) -> None:
+    holder = _start_holder(tmp_path, lease=0, seconds=600)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    with FlockLock(str(tmp_path / "log.lock"), timeout=5).hold():  # no lease to wait out
+        pass
+
+
+def test_flock_of_a_live_holder_times_out(tmp_path: Path) -> None:
+    holder = _start_holder(tmp_path, lease=0, seconds=3.0)
+    with pytest.raises(LockTimeoutError, match="another process"):
+        with FlockLock(str(tmp_path / "log.lock"), timeout=1.0).hold():
+            pass
+    holder.join()
+    with FlockLock(str(tmp_path / "log.lock"), timeout=5).hold():
+        pass
+
+
+def test_lock_kind_follows_the_filesystem(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+        "30 22 0:40 / /shared rw - nfs4 server:/export rw\n"
+        "31 22 0:41 / /shared/local\\040dir rw - xfs /dev/vdb rw\n"
+    )
+    assert not _on_network_filesystem("/home", str(mountinfo))
+    assert _on_network_filesystem("/shared/studies", str(mountinfo))
+    assert not _on_network_filesystem("/shared/local dir/x", str(mountinfo))
+    assert _on_network_filesystem("/tmp", str(tmp_path / "no-such-file"))
+    assert isinstance(FileBackend(tmp_path / "s.journal").lock, FlockLock)  # a local disk
+    assert isinstance(FileBackend(tmp_path / "s.journal", "lease").lock, LeaseLock)
+    with pytest.raises(ValueError, match="lock must be"):
+        FileBackend(tmp_path / "s.journal", "fcntl")

@@ -1,0 +1,105 @@
+"""An exclusive lock for a log on a local filesystem: ``flock`` on a lock file kept in place.
+
+Local filesystems honour ``flock`` across processes, and the kernel releases it when its
+holder dies, so there is never a stale lock to take over; taking and releasing it costs two
+system calls, where the lease lock of :mod:`optuna_journal.backends.lock` creates and deletes
+a file. It is not used on network filesystems (NFS, SMB, ...), where ``flock`` may be emulated,
+local to one client, or unreliable.
+
+Waits poll with ``LOCK_NB``, so they are bounded by ``timeout`` like the lease lock's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import threading
+import time
+
+from optuna_journal.errors import LockTimeoutError
+
+_logger = logging.getLogger("optuna.journal.backends.flock")
+
+_LOG_EVERY = 5.0
+_MAX_POLL = 0.005
+
+
+class FlockLock:
+    """``flock`` on ``path``, which is created once and never deleted.
+
+    Args:
+        path: The lock file's path (the log's path + ``.flock``).
+        timeout: Seconds a waiter waits in all before raising :class:`LockTimeoutError`.
+    """
+
+    lease = 0.0  # nothing to refresh: the kernel knows whether the holder lives
+
+    def __init__(self, path: str, timeout: float = 120.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout=}")
+        self.path = path
+        self.timeout = timeout
+        self._mutex = threading.Lock()  # one holder per process at a time
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the lock for the body of a ``with`` block."""
+        with self._mutex:
+            fd = self._open()
+            self._acquire(fd)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def verify(self) -> None:
+        """A held ``flock`` cannot be taken over: nothing to check."""
+
+    def owner(self) -> str:
+        return "another process on this host"
+
+    def _open(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except PermissionError as err:
+                raise PermissionError(
+                    err.errno,
+                    f"{self.path}: no permission to create the append lock; every writer needs "
+                    "write permission on the journal's directory",
+                ) from err
+            self._pid = os.getpid()
+        return self._fd
+
+    def _acquire(self, fd: int) -> None:
+        start = time.monotonic()
+        next_log = start + _LOG_EVERY
+        delay = 0.0001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            if now - start >= self.timeout:
+                raise LockTimeoutError(
+                    f"{self.path}: could not take the append lock in {self.timeout:.0f} s; "
+                    f"{self.owner()} holds it"
+                )
+            if now >= next_log:
+                _logger.info("Waiting %.0f s so far for the lock %s.", now - start, self.path)
+                next_log = now + _LOG_EVERY
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, _MAX_POLL)
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
