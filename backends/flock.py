@@ -14,18 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 import contextlib
 import fcntl
-import logging
 import os
-import random
 import threading
-import time
 
-from optuna_journal.errors import LockTimeoutError
-
-_logger = logging.getLogger("optuna.journal.backends.flock")
-
-_LOG_EVERY = 5.0
-_MAX_POLL = 0.005
+from optuna_journal.backends.lock import Wait, no_permission
 
 
 class FlockLock:
@@ -69,35 +61,18 @@ class FlockLock:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except PermissionError as err:
-                raise PermissionError(
-                    err.errno,
-                    f"{self.path}: no permission to create the append lock; every writer needs "
-                    "write permission on the journal's directory",
-                ) from err
+                raise no_permission(self.path, err) from err
             self._pid = os.getpid()
         return self._fd
 
     def _acquire(self, fd: int) -> None:
-        start = time.monotonic()
-        next_log = start + _LOG_EVERY
-        delay = 0.0001
+        wait = Wait(self.path, self.timeout, self.owner)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                pass
-            now = time.monotonic()
-            if now - start >= self.timeout:
-                raise LockTimeoutError(
-                    f"{self.path}: could not take the append lock in {self.timeout:.0f} s; "
-                    f"{self.owner()} holds it"
-                )
-            if now >= next_log:
-                _logger.info("Waiting %.0f s so far for the lock %s.", now - start, self.path)
-                next_log = now + _LOG_EVERY
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, _MAX_POLL)
+                wait.pause("it has been appending for that long")
 
     def __del__(self) -> None:
         if self._fd is not None:

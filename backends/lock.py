@@ -17,7 +17,7 @@ Every wait is bounded by ``timeout`` and logs, every few seconds, whom it waits 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 import json
 import logging
@@ -34,7 +34,7 @@ from optuna_journal.errors import LockLostError, LockTimeoutError
 _logger = logging.getLogger("optuna.journal.backends.lock")
 
 _LOG_EVERY = 5.0
-_MAX_POLL = 0.01
+_MAX_POLL = 0.005
 
 
 class LeaseLock:
@@ -103,23 +103,16 @@ class LeaseLock:
                 "token": uuid.uuid4().hex,
             }
         ).encode()
-        start = time.monotonic()
-        deadline = start + self.timeout
-        next_log = start + _LOG_EVERY
+        wait = Wait(self.path, self.timeout, self.owner)
         watched: tuple[int, int, int] | None = None
-        watched_since = start
-        delay = 0.0002
+        watched_since = time.monotonic()
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 pass
             except PermissionError as err:
-                raise PermissionError(
-                    err.errno,
-                    f"{self.path}: no permission to create the append lock; every writer needs "
-                    "write permission on the journal's directory",
-                ) from err
+                raise no_permission(self.path, err) from err
             else:
                 try:
                     os.write(fd, token)
@@ -141,23 +134,10 @@ class LeaseLock:
             elif now - watched_since >= self.lease:
                 self._take_over(seen, now - watched_since)
                 continue
-            if now >= deadline:
-                raise LockTimeoutError(
-                    f"{self.path}: could not take the append lock in {self.timeout:.0f} s; it is "
-                    f"held by {self.owner()} and its lease is being refreshed. If that process is "
-                    "gone, a lock on a filesystem whose mtime does not change on touch is the "
-                    "likely cause; remove the lock file by hand."
-                )
-            if now >= next_log:
-                _logger.info(
-                    "Waiting %.0f s so far for the lock %s, held by %s.",
-                    now - start,
-                    self.path,
-                    self.owner(),
-                )
-                next_log = now + _LOG_EVERY
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, _MAX_POLL)
+            wait.pause(
+                "its lease is being refreshed. If that process is gone, a filesystem whose "
+                "mtime does not change on touch is the likely cause; remove the lock file by hand"
+            )
 
     def _take_over(self, seen: tuple[int, int, int], idle: float) -> None:
         owner = self.owner()
@@ -208,6 +188,49 @@ class LeaseLock:
                 daemon=True,
             )
             self._refresher.start()
+
+
+class Wait:
+    """A bounded wait with growing pauses, which says every few seconds whom it waits for.
+
+    Args:
+        path: The lock file waited for.
+        timeout: Seconds in all before :meth:`pause` raises :class:`LockTimeoutError`.
+        owner: Describes the holder, for messages.
+    """
+
+    def __init__(self, path: str, timeout: float, owner: Callable[[], str]) -> None:
+        self.path, self.timeout, self.owner = path, timeout, owner
+        self.start = time.monotonic()
+        self.next_log = self.start + _LOG_EVERY
+        self.delay = 0.0001
+
+    def pause(self, why_held: str) -> None:
+        """Sleep a little longer each time; raise once the time is up."""
+        now = time.monotonic()
+        if now - self.start >= self.timeout:
+            raise LockTimeoutError(
+                f"{self.path}: could not take the append lock in {self.timeout:.0f} s; it is "
+                f"held by {self.owner()}: {why_held}"
+            )
+        if now >= self.next_log:
+            _logger.info(
+                "Waiting %.0f s so far for the lock %s, held by %s.",
+                now - self.start,
+                self.path,
+                self.owner(),
+            )
+            self.next_log = now + _LOG_EVERY
+        time.sleep(self.delay * (0.5 + random.random()))
+        self.delay = min(self.delay * 2, _MAX_POLL)
+
+
+def no_permission(path: str, err: PermissionError) -> PermissionError:
+    return PermissionError(
+        err.errno,
+        f"{path}: no permission to create the append lock; every writer needs write "
+        "permission on the journal's directory",
+    )
 
 
 def _refresh(ref: weakref.ref[LeaseLock], every: float) -> None:
