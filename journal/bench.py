@@ -8,10 +8,11 @@ for rates ours / reference, for durations reference / ours.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 from dataclasses import dataclass, field
 import json
+import multiprocessing
 import os
 from pathlib import Path
 import platform
@@ -41,12 +42,23 @@ REFERENCE = "optuna-file"
 class Sizes:
     """How big each workload is."""
 
+    lifecycle_trials: int = 300
+    tpe_trials: int = 300
+    read_trials: int = 10_000
+    concurrency_trials: int = 250  # per process, 4 processes
     cold_trials: int = 20_000
     repeat: int = 3
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(cold_trials=1_000, repeat=2)
+        return cls(
+            lifecycle_trials=30,
+            tpe_trials=30,
+            read_trials=500,
+            concurrency_trials=15,
+            cold_trials=1_000,
+            repeat=2,
+        )
 
 
 @dataclass
@@ -84,6 +96,171 @@ def fill(storage: BaseStorage, n_trials: int, study_name: str = "bench") -> None
             storage.set_trial_intermediate_value(trial_id, step, 1.0 / (step + 1 + i % 11))
         storage.set_trial_user_attr(trial_id, "seed", i)
         storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(i % 101)])
+
+
+# The storages, by name; each made afresh for every round at a new location.
+
+STORAGES = ["optuna-file", "ours-file", "optuna-redis", "ours-redis", "sqlite", "inmemory"]
+
+
+def make(kind: str, where: str, redis_url: str | None) -> BaseStorage:
+    """A storage of ``kind`` at ``where`` (a path, or a name on the Redis server)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if kind == "optuna-file":
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(where))
+    if kind == "ours-file":
+        return JournalStorage(FileBackend(where))
+    if kind == "optuna-redis":
+        import warnings
+
+        from optuna.storages.journal import JournalRedisBackend
+
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.JournalStorage(JournalRedisBackend(str(redis_url), prefix=where))
+    if kind == "ours-redis":
+        from optuna_journal.backends.redis import RedisBackend
+
+        return JournalStorage(RedisBackend(str(redis_url), name=where))
+    if kind == "sqlite":
+        return optuna.storages.RDBStorage(f"sqlite:///{where}")
+    if kind == "inmemory":
+        return optuna.storages.InMemoryStorage()
+    raise ValueError(f"unknown storage {kind!r}")
+
+
+def _kinds(redis_url: str | None) -> list[str]:
+    return [k for k in STORAGES if redis_url is not None or "redis" not in k]
+
+
+def objective(trial: optuna.Trial) -> float:
+    """The lifecycle objective: 3 floats and 1 categorical, 5 reports, 1 user attr."""
+    x = trial.suggest_float("x", -10, 10)
+    y = trial.suggest_float("y", -10, 10)
+    z = trial.suggest_float("z", 1e-3, 1, log=True)
+    act = trial.suggest_categorical("act", ["relu", "tanh", "gelu"])
+    for step in range(5):
+        trial.report(x * x + y * y + z / (step + 1), step)
+    trial.set_user_attr("act", act)
+    return x * x + y * y + z
+
+
+def _optimize_rate(storage: BaseStorage, sampler: optuna.samplers.BaseSampler, n: int) -> float:
+    study = optuna.create_study(storage=storage, sampler=sampler)
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=n)
+    return n / (time.perf_counter() - start)
+
+
+def bench_optimize(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    """lifecycle (RandomSampler) and tpe (TPESampler): trials/s of study.optimize."""
+    results = []
+    for workload, n, sampler in [
+        ("lifecycle", sizes.lifecycle_trials, optuna.samplers.RandomSampler),
+        ("tpe", sizes.tpe_trials, optuna.samplers.TPESampler),
+    ]:
+        rows = {
+            k: Result(workload, k, "trials/s", higher_is_better=True) for k in _kinds(redis_url)
+        }
+        for round_ in _progress(range(sizes.repeat), workload):
+            for kind, result in rows.items():
+                where = os.path.join(workdir, f"{workload}-{kind}-{round_}")
+                storage = make(kind, where, redis_url)
+                result.samples.append(_optimize_rate(storage, sampler(seed=round_), n))
+        results += rows.values()
+    return results
+
+
+def _prepared(kind: str, n: int, workdir: str, redis_url: str | None) -> BaseStorage:
+    """A storage holding an ``n``-trial study "bench", written in bulk where that is possible."""
+    where = os.path.join(workdir, f"reads-{kind}")
+    if kind == "ours-file":
+        _copy(_our_payloads(n), FileBackend(where), snapshot=False)
+        return make(kind, where, redis_url)
+    if kind == "optuna-file":
+        with open(where, "w") as f:
+            f.writelines(log + "\n" for log in _optuna_logs(n).logs)
+        return make(kind, where, redis_url)
+    storage = make(kind, where, redis_url)
+    if kind in ("sqlite", "optuna-redis", "ours-redis"):
+        source = optuna.storages.InMemoryStorage()
+        fill(source, n)
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "bench")
+        for trial in source.get_all_trials(source.get_study_id_from_name("bench")):
+            storage.create_new_trial(study_id, template_trial=trial)
+    else:
+        fill(storage, n)
+    return storage
+
+
+def bench_reads(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    """Reads on a prepared study: get_all_trials(deepcopy=False), get_trial, get_best_trial,
+    get_n_trials; operations per second, each timed for about 0.3 s."""
+    calls: dict[str, Callable[[BaseStorage, int, list[int]], object]] = {
+        "get_all_trials": lambda s, sid, ids: s.get_all_trials(sid, deepcopy=False),
+        "get_trial": lambda s, sid, ids: s.get_trial(ids[len(ids) // 3]),
+        "get_best_trial": lambda s, sid, ids: s.get_best_trial(sid),
+        "get_n_trials": lambda s, sid, ids: s.get_n_trials(sid),
+    }
+    storages = {k: _prepared(k, sizes.read_trials, workdir, redis_url) for k in _kinds(redis_url)}
+    rows = {(c, k): Result(c, k, "ops/s", higher_is_better=True) for c in calls for k in storages}
+    for _ in _progress(range(sizes.repeat), "reads"):
+        for kind, storage in storages.items():
+            study_id = storage.get_study_id_from_name("bench")
+            ids = [t._trial_id for t in storage.get_all_trials(study_id, deepcopy=False)]
+            for name, call in calls.items():
+                done, start = 0, time.perf_counter()
+                while time.perf_counter() - start < 0.3:
+                    call(storage, study_id, ids)
+                    done += 1
+                rows[name, kind].samples.append(done / (time.perf_counter() - start))
+    return list(rows.values())
+
+
+def _worker(kind: str, where: str, redis_url: str | None, n: int) -> None:
+    study = optuna.load_study(
+        study_name="bench",
+        storage=make(kind, where, redis_url),
+        sampler=optuna.samplers.RandomSampler(),
+    )
+    study.optimize(objective, n_trials=n)
+
+
+def bench_concurrency(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    """4 spawned processes share one storage: total trials/s; the run is checked."""
+    ctx = multiprocessing.get_context("spawn")
+    n = sizes.concurrency_trials
+    rows = {
+        k: Result("concurrency, 4 processes", k, "trials/s", higher_is_better=True)
+        for k in _kinds(redis_url)
+        if k != "inmemory"
+    }
+    for round_ in _progress(range(sizes.repeat), "concurrency"):
+        for kind, result in rows.items():
+            where = os.path.join(workdir, f"mp-{kind}-{round_}")
+            storage = make(kind, where, redis_url)
+            optuna.create_study(storage=storage, study_name="bench")
+            procs = [
+                ctx.Process(target=_worker, args=(kind, where, redis_url, n)) for _ in range(4)
+            ]
+            start = time.perf_counter()
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(timeout=1800)
+            elapsed = time.perf_counter() - start
+            trials = optuna.load_study(study_name="bench", storage=storage).trials
+            numbers = sorted(t.number for t in trials)
+            ok = (
+                all(p.exitcode == 0 for p in procs)
+                and numbers == list(range(4 * n))
+                and all(t.state == TrialState.COMPLETE for t in trials)
+            )
+            result.samples.append(4 * n / elapsed)
+            if not ok:
+                result.note = "CHECK FAILED: a worker died, or trials are missing or repeated"
+    return list(rows.values())
 
 
 # Cold open: a fresh process opens the journal and calls get_all_trials once.
@@ -278,6 +455,9 @@ def run(quick: bool, json_path: str | None, redis_url: str | None) -> int:
     with tempfile.TemporaryDirectory(prefix="optuna-journal-bench-") as workdir:
         with _redis(redis_url, workdir) as url:
             started = time.perf_counter()
+            results += bench_optimize(sizes, workdir, url)
+            results += bench_reads(sizes, workdir, url)
+            results += bench_concurrency(sizes, workdir, url)
             results += bench_cold_open(sizes, workdir, url)
     print(f"\n{machine()}; {time.perf_counter() - started:.0f} s\n")
     print(table(results))
