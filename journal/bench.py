@@ -155,7 +155,7 @@ def _optimize_rate(storage: BaseStorage, sampler: optuna.samplers.BaseSampler, n
 
 def bench_optimize(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
     """lifecycle (RandomSampler) and tpe (TPESampler): trials/s of study.optimize."""
-    results = []
+    results: list[Result] = []
     for workload, n, sampler in [
         ("lifecycle", sizes.lifecycle_trials, optuna.samplers.RandomSampler),
         ("tpe", sizes.tpe_trials, optuna.samplers.TPESampler),
