@@ -78,6 +78,16 @@ def test_cli_bench_quick_measures_ours_against_optuna(tmp_path: Path) -> None:
     assert {("cold open", "ours-file"), ("cold open", "ours-file+snapshot")} <= measured
     assert {("cold open", "ours-redis"), ("cold open", "optuna-redis")} <= measured
     assert all(r["ratio"] > 0 for r in results)
+    workloads = {r["workload"] for r in results}
+    assert {
+        "lifecycle",
+        "tpe",
+        "get_all_trials",
+        "get_best_trial",
+        "concurrency, 4 processes",
+        "cold open",
+    } <= workloads
+    assert not [r for r in results if "CHECK FAILED" in r["note"]]
 
 
 @pytest.fixture
