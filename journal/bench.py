@@ -47,6 +47,7 @@ class Sizes:
     read_trials: int = 10_000
     concurrency_trials: int = 250  # per process, 4 processes
     cold_trials: int = 20_000
+    memory_trials: int = 50_000
     repeat: int = 3
 
     @classmethod
@@ -339,10 +340,25 @@ class _OptunaMemoryBackend(BaseJournalBackend, BaseJournalSnapshot):
         return self.snapshot
 
 
-def _optuna_logs(n_trials: int) -> _OptunaMemoryBackend:
+def _optuna_logs(n_trials: int, snapshots: bool = True) -> _OptunaMemoryBackend:
+    """Optuna's journal of ``n_trials``, with the pickle snapshots Optuna takes if asked."""
     backend = _OptunaMemoryBackend()
-    fill(optuna.storages.JournalStorage(backend), n_trials)
+    storage = optuna.storages.JournalStorage(backend)
+    if not snapshots:  # Optuna takes them only where the backend can keep them
+        storage._backend = _NoSnapshots(backend)
+    fill(storage, n_trials)
     return backend
+
+
+class _NoSnapshots(BaseJournalBackend):
+    def __init__(self, backend: _OptunaMemoryBackend) -> None:
+        self._inner = backend
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        return self._inner.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self._inner.append_logs(logs)
 
 
 def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
@@ -388,6 +404,43 @@ def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[R
         if os.path.exists(where):
             results[name].note = f"{os.path.getsize(where) / n:.0f} B/trial"
     return list(results.values())
+
+
+_RSS = """
+import os, resource
+{opener}
+with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024  # resident now
+storage = open_()
+trials = storage.get_all_trials(storage.get_study_id_from_name("bench"), deepcopy=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the most ever resident
+print((peak - before) / len(trials))
+"""
+
+
+def bench_memory(sizes: Sizes, workdir: str) -> list[Result]:
+    """Peak RSS of a fresh process that loaded an n-trial journal, less what it had before
+    opening it: KiB per trial (Linux)."""
+    n = sizes.memory_trials
+    ours = os.path.join(workdir, "memory.journal")
+    _copy(_our_payloads(n), FileBackend(ours), snapshot=False)
+    theirs = os.path.join(workdir, "memory-optuna.log")
+    with open(theirs, "w") as f:
+        f.writelines(log + "\n" for log in _optuna_logs(n, snapshots=False).logs)
+    places = {"optuna-file": ("optuna-file", theirs), "ours-file": ("ours", ours)}
+    rows = {k: Result("memory", k, "KiB/trial", higher_is_better=False) for k in places}
+    for _ in _progress(range(sizes.repeat), "memory"):
+        for name, (kind, where) in places.items():
+            code = _RSS.format(opener=_OPEN[kind].format(where=where))
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=900,
+            )
+            rows[name].samples.append(float(out.stdout.split()[-1]))
+    return list(rows.values())
 
 
 def _progress(it: range, what: str) -> Iterator[int]:
@@ -459,6 +512,7 @@ def run(quick: bool, json_path: str | None, redis_url: str | None) -> int:
             results += bench_reads(sizes, workdir, url)
             results += bench_concurrency(sizes, workdir, url)
             results += bench_cold_open(sizes, workdir, url)
+            results += bench_memory(sizes, workdir)
     print(f"\n{machine()}; {time.perf_counter() - started:.0f} s\n")
     print(table(results))
     if json_path:
