@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 import enum
 import sys
+from sys import intern
 from typing import NamedTuple
 
 from optuna.distributions import check_distribution_compatibility
@@ -102,7 +103,7 @@ def apply(state: State, record: AnyRecord) -> Verdict:
             if row is None or row.state in FINISHED:
                 return _not_updatable(record.trial_id, row)
             attrs = row.user_attrs if isinstance(record, TrialUserAttrSet) else row.system_attrs
-            attrs[record.key] = record.value
+            attrs[intern(record.key)] = record.value
             row.study.stale.add(row.number)
             return None
         case StudyUserAttrSet() | StudySystemAttrSet():
@@ -210,8 +211,9 @@ def _trial_param_set(state: State, record: TrialParamSet) -> Verdict:
             check_distribution_compatibility(first, dist)
         except ValueError as err:
             return Rejected(Reason.INCOMPATIBLE_DISTRIBUTION, f"{record.name}: {err}")
-    row.params[record.name] = dist.to_external_repr(record.internal)
-    row.distributions[record.name] = dist
+    name = intern(record.name)  # one string for the name in every trial, not one each
+    row.params[name] = dist.to_external_repr(record.internal)
+    row.distributions[name] = dist
     study.stale.add(row.number)
     return None
 
