@@ -220,16 +220,9 @@ class JournalStorage(BaseStorage):
         if data is None:
             return
         location = self._backend.location
-        head = self._backend.head()
         try:
-            if head is None:
-                raise snapshot.SnapshotError("the log is empty")
             with _gc_paused(True):
-                state, cursor = snapshot.decode(data, head)
-            if not self._backend.reaches(cursor):
-                raise snapshot.SnapshotError(
-                    f"it is ahead of the log (record {cursor.records}); was the log cut short?"
-                )
+                state, cursor, head = snapshot.load(data, self._backend)
         except snapshot.SnapshotError as err:
             _logger.warning(
                 f"{location}: ignoring its snapshot, which is {err}; replaying the whole log."

@@ -80,14 +80,9 @@ def verify(location: str) -> Report:
             report.problems.append(str(err))
 
     data = backend.load_snapshot()
-    head = backend.head() if data is not None else None
     if data is not None:
         try:
-            if head is None:
-                raise snapshot.SnapshotError("the log is empty")
-            _, cursor = snapshot.decode(data, head)
-            if not backend.reaches(cursor):
-                raise snapshot.SnapshotError("ahead of the log")
+            _, cursor, _ = snapshot.load(data, backend)
             report.snapshot = f"sound, at record {cursor.records}"
         except snapshot.SnapshotError as err:
             report.snapshot = f"unusable: {err}"

@@ -19,7 +19,7 @@ import msgspec
 from optuna.distributions import BaseDistribution
 
 from optuna_journal.backends import frames
-from optuna_journal.backends.base import Cursor
+from optuna_journal.backends.base import Backend, Cursor
 from optuna_journal.distributions import from_record, to_record
 from optuna_journal.records import (
     SCHEMA_VERSION,
@@ -203,6 +203,24 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
         state.studies[study.study_id] = study
         state.study_ids[study.name] = study.study_id
     return state, Cursor(*snap.cursor)
+
+
+def load(data: bytes, backend: Backend) -> tuple[State, Cursor, bytes]:
+    """Rebuild the state a snapshot holds, checking that it fits the log in ``backend``.
+
+    Returns:
+        The state, the cursor it stands at, and the log's record 0.
+
+    Raises:
+        SnapshotError: It is damaged, of another format, schema or log, or ahead of the log.
+    """
+    head = backend.head()
+    if head is None:
+        raise SnapshotError("of a log that is empty")
+    state, cursor = decode(data, head)
+    if not backend.reaches(cursor):
+        raise SnapshotError(f"ahead of the log (record {cursor.records}); was the log cut short?")
+    return state, cursor, head
 
 
 def is_due(position: int, every: int) -> bool:
