@@ -209,7 +209,7 @@ class FileBackend:
             size = os.fstat(fd).st_size
             end, records = (len(frames.MAGIC), 0) if self._check_magic(fd) else (0, 0)
             try:
-                for batch in self._read(fd, None):
+                for batch in self._read(fd, None, strict=True):
                     records, end = batch.cursor.records, int(batch.cursor.token)
             except CorruptLogError as err:
                 return Inspection(size, err.record, err.offset or 0, err.reason)
@@ -317,7 +317,7 @@ class FileBackend:
             f"refusing to read or overwrite it.{hint}"
         )
 
-    def _read(self, fd: int, after: Cursor | None) -> Iterator[Batch]:
+    def _read(self, fd: int, after: Cursor | None, strict: bool = False) -> Iterator[Batch]:
         if after is None or after.token == 0:
             if not self._check_magic(fd):
                 return
@@ -327,7 +327,7 @@ class FileBackend:
         want = _CHUNK
         while pos < size:
             buf = os.pread(fd, min(want, size - pos), pos)
-            parsed = frames.parse(buf)
+            parsed = frames.parse(buf, strict)
             if parsed.payloads:
                 count += len(parsed.payloads)
                 pos += parsed.stop

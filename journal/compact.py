@@ -23,7 +23,7 @@ from optuna_journal import codec, log
 from optuna_journal.backends import frames
 from optuna_journal.backends.file import FileBackend, _fsync_directory
 from optuna_journal.distributions import internal_value, to_record
-from optuna_journal.errors import JournalError
+from optuna_journal.errors import CorruptLogError, JournalError
 from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyRecord,
@@ -68,6 +68,9 @@ def compact(
     """
     backend = FileBackend(path)
     with backend.lock.hold():
+        found = backend.inspect()  # every checksum, even where replay needs fewer
+        if found.error is not None:
+            raise CorruptLogError(path, found.end, found.records, found.error)
         numbered = list(log.records(backend))
         header = numbered[0][1]
         assert isinstance(header, JournalHeader)
@@ -161,7 +164,7 @@ def _fold(records: list[AnyRecord], count: int, archive: str | None) -> list[Any
             for key, value in study.system_attrs.items():
                 add(StudySystemAttrSet, study_id=ident, key=key, value=value)
         elif ident in state.trials:
-            add(TrialCreated, study_id=study_id, **_trial_fields(state.trials[ident]))
+            add(TrialCreated, study_id=study_id, **_trial_fields(state.trials[ident], state))
         else:
             add(TrialCreated, study_id=study_id)  # a trial of a deleted study: keeps ids in step
     for ident in deleted:
@@ -170,7 +173,8 @@ def _fold(records: list[AnyRecord], count: int, archive: str | None) -> list[Any
     return out
 
 
-def _trial_fields(row: TrialRow) -> dict[str, object]:
+def _trial_fields(row: TrialRow, state: State) -> dict[str, object]:
+    distributions = state.distributions(row)
     return {
         "state": row.state,
         "values": None if row.values is None else tuple(row.values),
@@ -178,7 +182,7 @@ def _trial_fields(row: TrialRow) -> dict[str, object]:
         "datetime_complete": _utc(row.datetime_complete),
         "params": {
             name: Param(
-                internal_value(row.distributions[name], value), to_record(row.distributions[name])
+                internal_value(distributions[name], value), to_record(distributions[name])
             )
             for name, value in row.params.items()
         },
@@ -208,7 +212,7 @@ def _check_equivalent(old: FileBackend, new: FileBackend) -> None:
 def _observable(state: State) -> str:
     """Everything Optuna can read from a state, as text (NaN equals NaN as text)."""
     studies = [
-        (sid, s.name, s.directions, s.user_attrs, s.system_attrs, s.freeze_trials())
+        (sid, s.name, s.directions, s.user_attrs, s.system_attrs, state.frozen_trials(sid))
         for sid, s in state.studies.items()
     ]
     return repr((studies, state.next_study_id, state.next_trial_id))

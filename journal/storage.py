@@ -50,6 +50,7 @@ from optuna_journal.records import (
     TrialUserAttrSet,
 )
 from optuna_journal.replay import Reason, Rejected, State, Verdict, apply, snapshot
+from optuna_journal.replay.apply import apply_all
 from optuna_journal.replay.state import FINISHED
 from optuna_journal.writer import next_rid, writer_id
 
@@ -262,8 +263,7 @@ class JournalStorage(BaseStorage):
                     self._header, self._head = header, batch.payloads[0]
                     state.position += 1
                 if found:
-                    for record in records:
-                        apply(state, record)
+                    apply_all(state, records)
                 else:
                     assert mine is not None
                     for record in records:
@@ -436,7 +436,8 @@ class JournalStorage(BaseStorage):
             row = self._state.trial(trial_id)
             if param_name not in row.params:
                 raise KeyError(f"Trial#{row.number} has no parameter {param_name!r}.")
-            return float(row.distributions[param_name].to_internal_repr(row.params[param_name]))
+            dist = self._state.distributions(row)[param_name]
+            return float(dist.to_internal_repr(row.params[param_name]))
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None

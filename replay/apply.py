@@ -12,10 +12,10 @@ Every case costs O(1) amortised (plus the size of the record): no case scans a s
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Callable, Iterable
 import enum
-import sys
 from sys import intern
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from optuna.distributions import check_distribution_compatibility
 from optuna.study import StudyDirection
@@ -37,11 +37,6 @@ from optuna_journal.records import (
     TrialUserAttrSet,
 )
 from optuna_journal.replay.state import FINISHED, State, StudyRow, TrialRow
-
-if sys.version_info >= (3, 11):
-    from typing import assert_never
-else:
-    from typing_extensions import assert_never
 
 
 class Reason(enum.Enum):
@@ -82,49 +77,60 @@ def apply(state: State, record: AnyRecord) -> Verdict:
     if record.rid <= last_rid.get(writer, 0):  # an append retried after its reply was lost
         return Rejected(Reason.REPEATED, f"{writer} record {record.rid} is a repeat")
     last_rid[writer] = record.rid
-    # Cases in rough order of frequency in an optimisation; the hot ones are written out,
-    # because a cold open applies hundreds of thousands of records.
-    match record:
-        case TrialIntermediateValueSet():
-            row = state.trials.get(record.trial_id)
-            if row is None or row.state in FINISHED:
-                return _not_updatable(record.trial_id, row)
-            row.intermediate_values[record.step] = record.value
-            row.study.stale.add(row.number)
-            return None
-        case TrialParamSet():
-            return _trial_param_set(state, record)
-        case TrialStateSet():
-            return _trial_state_set(state, record)
-        case TrialCreated():
-            return _trial_created(state, record)
-        case TrialUserAttrSet() | TrialSystemAttrSet():
-            row = state.trials.get(record.trial_id)
-            if row is None or row.state in FINISHED:
-                return _not_updatable(record.trial_id, row)
-            attrs = row.user_attrs if isinstance(record, TrialUserAttrSet) else row.system_attrs
-            attrs[intern(record.key)] = record.value
-            row.study.stale.add(row.number)
-            return None
-        case StudyUserAttrSet() | StudySystemAttrSet():
-            study = state.studies.get(record.study_id)
-            if study is None:
-                return _no_study(record.study_id)
-            user = isinstance(record, StudyUserAttrSet)
-            attrs = study.user_attrs if user else study.system_attrs
-            attrs[record.key] = record.value
-            study.frozen_study = None
-            return None
-        case StudyCreated():
-            return _study_created(state, record)
-        case StudyDeleted():
-            return _study_deleted(state, record)
-        case LogCompacted():
-            for folded_writer, rid in record.last_rid.items():
-                last_rid[folded_writer] = max(last_rid.get(folded_writer, 0), rid)
-            return None
-        case _:
-            assert_never(record)
+    return _CASES[type(record)](state, record)
+
+
+def apply_all(state: State, records: Iterable[AnyRecord]) -> None:
+    """Apply records whose verdicts no one waits for: :func:`apply` with the loop inlined,
+    as a cold open applies hundreds of thousands."""
+    last_rid = state.last_rid
+    get_last = last_rid.get
+    cases = _CASES
+    applied = 0
+    for record in records:
+        applied += 1
+        writer = record.writer
+        if record.rid <= get_last(writer, 0):
+            continue
+        last_rid[writer] = record.rid
+        cases[type(record)](state, record)
+    state.position += applied
+
+
+def _intermediate_value_set(state: State, record: TrialIntermediateValueSet) -> Verdict:
+    row = state.trials.get(record.trial_id)
+    if row is None or row.state in FINISHED:
+        return _not_updatable(record.trial_id, row)
+    row.intermediate_values[record.step] = record.value
+    state.studies[row.study_id].stale.add(row.number)
+    return None
+
+
+def _trial_attr_set(state: State, record: TrialUserAttrSet | TrialSystemAttrSet) -> Verdict:
+    row = state.trials.get(record.trial_id)
+    if row is None or row.state in FINISHED:
+        return _not_updatable(record.trial_id, row)
+    attrs = row.user_attrs if type(record) is TrialUserAttrSet else row.system_attrs
+    attrs[intern(record.key)] = record.value
+    state.studies[row.study_id].stale.add(row.number)
+    return None
+
+
+def _study_attr_set(state: State, record: StudyUserAttrSet | StudySystemAttrSet) -> Verdict:
+    study = state.studies.get(record.study_id)
+    if study is None:
+        return _no_study(record.study_id)
+    attrs = study.user_attrs if type(record) is StudyUserAttrSet else study.system_attrs
+    attrs[record.key] = record.value
+    study.frozen_study = None
+    return None
+
+
+def _log_compacted(state: State, record: LogCompacted) -> Verdict:
+    last_rid = state.last_rid
+    for folded_writer, rid in record.last_rid.items():
+        last_rid[folded_writer] = max(last_rid.get(folded_writer, 0), rid)
+    return None
 
 
 def _no_study(study_id: int) -> Rejected:
@@ -172,7 +178,7 @@ def _trial_created(state: State, record: TrialCreated) -> Verdict:
     row = TrialRow(
         trial_id=trial_id,
         number=len(study.trials),
-        study=study,
+        study_id=study.study_id,
         state=record.state,
         values=None if record.values is None else list(record.values),
         datetime_start=None
@@ -183,9 +189,10 @@ def _trial_created(state: State, record: TrialCreated) -> Verdict:
         ),
     )
     for name, param in record.params.items():
+        name = intern(name)
         dist = from_record(param.distribution)
         row.params[name] = dist.to_external_repr(param.internal)
-        row.distributions[name] = dist
+        row.dist_set = state.with_param(row.dist_set, name, dist)
         study.first_distribution.setdefault(name, dist)
     row.user_attrs.update(record.user_attrs)
     row.system_attrs.update(record.system_attrs)
@@ -203,7 +210,7 @@ def _trial_param_set(state: State, record: TrialParamSet) -> Verdict:
     row = state.trials.get(record.trial_id)
     if row is None or row.state in FINISHED:
         return _not_updatable(record.trial_id, row)
-    study = row.study
+    study = state.studies[row.study_id]
     dist = from_record(record.distribution)
     first = study.first_distribution.setdefault(record.name, dist)
     if first is not dist:
@@ -213,7 +220,7 @@ def _trial_param_set(state: State, record: TrialParamSet) -> Verdict:
             return Rejected(Reason.INCOMPATIBLE_DISTRIBUTION, f"{record.name}: {err}")
     name = intern(record.name)  # one string for the name in every trial, not one each
     row.params[name] = dist.to_external_repr(record.internal)
-    row.distributions[name] = dist
+    row.dist_set = state.with_param(row.dist_set, name, dist)
     study.stale.add(row.number)
     return None
 
@@ -229,7 +236,7 @@ def _trial_state_set(state: State, record: TrialStateSet) -> Verdict:
         row.datetime_start = local_time(record.at)
     elif new in FINISHED:
         row.datetime_complete = local_time(record.at)
-    study = row.study
+    study = state.studies[row.study_id]
     study.counts[row.state] -= 1
     study.counts[new] += 1
     row.state = new
@@ -255,3 +262,19 @@ def _update_best(study: StudyRow, row: TrialRow) -> None:
         better = value < incumbent
     if better or (value == incumbent and row.number < best.number):
         study.best = row
+
+
+_CASES: dict[type, Callable[[State, Any], Verdict]] = {
+    TrialIntermediateValueSet: _intermediate_value_set,
+    TrialParamSet: _trial_param_set,
+    TrialStateSet: _trial_state_set,
+    TrialCreated: _trial_created,
+    TrialUserAttrSet: _trial_attr_set,
+    TrialSystemAttrSet: _trial_attr_set,
+    StudyUserAttrSet: _study_attr_set,
+    StudySystemAttrSet: _study_attr_set,
+    StudyCreated: _study_created,
+    StudyDeleted: _study_deleted,
+    LogCompacted: _log_compacted,
+}
+"""The case for each record kind."""

@@ -12,7 +12,7 @@ Parameters are kept in Optuna's external representation, so categorical choices 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
 from typing import Any
 
 import msgspec
@@ -24,34 +24,19 @@ from optuna_journal.distributions import from_record, to_record
 from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyDistribution,
-    Choice,
     Direction,
     StateCode,
-    UtcDatetime,
 )
-from optuna_journal.replay.apply import DIRECTIONS, local_time
+from optuna_journal.replay.apply import DIRECTIONS
 from optuna_journal.replay.state import State, StudyRow, TrialRow
 
 MAGIC = b"\x89OJS\r\n\x1a\n"
-FORMAT = 1
+FORMAT = 2
 """Bumped when this module's Structs change; a snapshot of another format is ignored."""
 
 
 class SnapshotError(ValueError):
     """A snapshot that cannot be used; the caller replays the log from the start."""
-
-
-class TrialSnap(msgspec.Struct, array_like=True, gc=False):
-    trial_id: int
-    state: StateCode
-    values: list[float] | None
-    datetime_start: UtcDatetime | None
-    datetime_complete: UtcDatetime | None
-    params: dict[str, Choice]  # external representation
-    distributions: dict[str, int]  # index into Snapshot.distributions
-    user_attrs: dict[str, Any]
-    system_attrs: dict[str, Any]
-    intermediate_values: dict[int, float]
 
 
 class StudySnap(msgspec.Struct, array_like=True, gc=False):
@@ -60,7 +45,7 @@ class StudySnap(msgspec.Struct, array_like=True, gc=False):
     directions: list[Direction]
     user_attrs: dict[str, Any]
     system_attrs: dict[str, Any]
-    trials: list[TrialSnap]  # by number
+    trials: list[TrialRow]  # by number, as replay keeps them
     first_distribution: dict[str, int]  # index into Snapshot.distributions
     best: int | None  # the best trial's number
 
@@ -70,11 +55,13 @@ class Snapshot(msgspec.Struct, gc=False):
     schema_version: int
     head: bytes  # the log's record 0, which names the log
     cursor: tuple[int, int | str]
+    time_zone: str  # rows hold naive local datetimes, as Optuna shows them: local to this zone
     position: int
     next_study_id: int
     next_trial_id: int
     last_rid: dict[str, int]
     distributions: list[AnyDistribution]  # each distinct one once
+    dist_sets: list[dict[str, int]]  # State.dist_sets, as indexes into `distributions`
     studies: list[StudySnap]
 
 
@@ -82,8 +69,9 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(timezone.utc)
+def _time_zone() -> str:
+    """This process's local time zone, as the rules that turn UTC into naive local time."""
+    return f"{time.tzname}|{time.timezone}|{time.altzone}|{time.daylight}"
 
 
 def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
@@ -105,21 +93,7 @@ def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
             directions=[Direction(d.value) for d in study.directions],
             user_attrs=study.user_attrs,
             system_attrs=study.system_attrs,
-            trials=[
-                TrialSnap(
-                    trial_id=t.trial_id,
-                    state=t.state,
-                    values=t.values,
-                    datetime_start=_utc(t.datetime_start),
-                    datetime_complete=_utc(t.datetime_complete),
-                    params=t.params,
-                    distributions={k: at(v) for k, v in t.distributions.items()},
-                    user_attrs=t.user_attrs,
-                    system_attrs=t.system_attrs,
-                    intermediate_values=t.intermediate_values,
-                )
-                for t in study.trials
-            ],
+            trials=study.trials,
             first_distribution={k: at(v) for k, v in study.first_distribution.items()},
             best=None if study.best is None else study.best.number,
         )
@@ -130,11 +104,13 @@ def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
         schema_version=SCHEMA_VERSION,
         head=head,
         cursor=(cursor.records, cursor.token),
+        time_zone=_time_zone(),
         position=state.position,
         next_study_id=state.next_study_id,
         next_trial_id=state.next_trial_id,
         last_rid=state.last_rid,
         distributions=table,
+        dist_sets=[{k: at(v) for k, v in s.items()} for s in state.dist_sets],
         studies=studies,
     )
     return MAGIC + frames.pack(_encoder.encode(snapshot))
@@ -148,7 +124,8 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
         head: Record 0 of the log it is to be used with.
 
     Raises:
-        SnapshotError: It is damaged, of another format or schema, or of another log.
+        SnapshotError: It is damaged, of another format or schema, of another log, or taken
+            in another time zone (its naive local datetimes would be wrong here).
     """
     if not data.startswith(MAGIC):
         raise SnapshotError("not a snapshot (bad magic)")
@@ -166,6 +143,8 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
         )
     if snap.head != head:
         raise SnapshotError("of another log (its record 0 differs)")
+    if snap.time_zone != _time_zone():
+        raise SnapshotError(f"taken in another time zone ({snap.time_zone})")
 
     state = State()
     state.position = snap.position
@@ -173,33 +152,21 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
     state.next_trial_id = snap.next_trial_id
     state.last_rid = snap.last_rid
     table = [from_record(d) for d in snap.distributions]
+    state.dist_sets = [{k: table[i] for k, i in d.items()} for d in snap.dist_sets]
+    trials = state.trials
     for s in snap.studies:
         study = StudyRow(s.study_id, s.name, [DIRECTIONS[d] for d in s.directions])
         study.user_attrs = s.user_attrs
         study.system_attrs = s.system_attrs
         study.first_distribution = {k: table[i] for k, i in s.first_distribution.items()}
+        study.trials = rows = s.trials
         counts = study.counts
-        for number, t in enumerate(s.trials):
-            row = TrialRow(
-                t.trial_id,
-                number,
-                study,
-                t.state,
-                t.values,
-                None if t.datetime_start is None else local_time(t.datetime_start),
-                None if t.datetime_complete is None else local_time(t.datetime_complete),
-            )
-            row.params = t.params
-            row.distributions = {k: table[i] for k, i in t.distributions.items()}
-            row.user_attrs = t.user_attrs
-            row.system_attrs = t.system_attrs
-            row.intermediate_values = t.intermediate_values
-            study.trials.append(row)
-            counts[t.state] += 1
-            state.trials[t.trial_id] = row
-        study.frozen = [None] * len(study.trials)
-        study.stale = set(range(len(study.trials)))
-        study.best = None if s.best is None else study.trials[s.best]
+        for row in rows:
+            counts[row.state] += 1
+            trials[row.trial_id] = row
+        study.frozen = [None] * len(rows)
+        study.stale = set(range(len(rows)))
+        study.best = None if s.best is None else rows[s.best]
         state.studies[study.study_id] = study
         state.study_ids[study.name] = study.study_id
     return state, Cursor(*snap.cursor)

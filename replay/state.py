@@ -13,6 +13,7 @@ import copy
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from optuna.distributions import BaseDistribution
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
@@ -21,65 +22,35 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_journal.records import StateCode
 
 
-class TrialRow:
-    """One trial as replay knows it.
+class TrialRow(msgspec.Struct, array_like=True, gc=False):
+    """One trial as replay knows it; snapshots store rows as they are.
 
-    Params are kept in Optuna's external representation; the state as a :class:`StateCode`,
-    whose hashing and comparisons cost a fraction of ``TrialState``'s.
+    A Struct without GC tracking: a large study holds one per trial, and none takes part in a
+    reference cycle (a row names its study and distribution set by id, not by reference), so
+    the cyclic GC need never walk them. Params are kept in Optuna's external representation;
+    the state as a :class:`StateCode`, whose hashing and comparisons cost a fraction of
+    ``TrialState``'s; datetimes as Optuna shows them, naive local time.
     """
 
-    __slots__ = (
-        "trial_id",
-        "number",
-        "study",
-        "state",
-        "values",
-        "datetime_start",
-        "datetime_complete",
-        "params",
-        "distributions",
-        "user_attrs",
-        "system_attrs",
-        "intermediate_values",
-    )
+    trial_id: int
+    number: int
+    study_id: int
+    state: StateCode
+    values: list[float] | None
+    datetime_start: datetime | None
+    datetime_complete: datetime | None
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    dist_set: int = 0  # index into State.dist_sets: the distributions of `params`
+    user_attrs: dict[str, Any] = msgspec.field(default_factory=dict)
+    system_attrs: dict[str, Any] = msgspec.field(default_factory=dict)
+    intermediate_values: dict[int, float] = msgspec.field(default_factory=dict)
 
-    def __init__(
-        self,
-        trial_id: int,
-        number: int,
-        study: StudyRow,
-        state: StateCode,
-        values: list[float] | None,
-        datetime_start: datetime | None,
-        datetime_complete: datetime | None,
-    ) -> None:
-        self.trial_id = trial_id
-        self.number = number
-        self.study = study
-        self.state = state
-        self.values = values
-        self.datetime_start = datetime_start
-        self.datetime_complete = datetime_complete
-        self.params: dict[str, Any] = {}
-        self.distributions: dict[str, BaseDistribution] = {}
-        self.user_attrs: dict[str, Any] = {}
-        self.system_attrs: dict[str, Any] = {}
-        self.intermediate_values: dict[int, float] = {}
+    def freeze(self, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
+        """A ``FrozenTrial`` that later changes to the row never reach.
 
-    def freeze(self, memo: dict[int, Any] | None = None) -> FrozenTrial:
-        """A ``FrozenTrial`` of copies.
-
-        Args:
-            memo: Given, the copy is deep, as ``copy.deepcopy`` with this memo makes it:
-                distributions and nested attrs are copied too, each shared one only once.
+        ``distributions`` is the row's set; only a finished trial's copy shares it.
         """
-        if memo is not None:
-            get = memo.get
-            distributions = {
-                k: get(id(v)) or _copied(v, memo) for k, v in self.distributions.items()
-            }
-            user_attrs, system_attrs = _deep(self.user_attrs, memo), _deep(self.system_attrs, memo)
-        elif self.state in FINISHED:
+        if self.state in FINISHED:
             # A finished trial never changes again: its frozen copy may share the row's dicts.
             return _frozen_trial(
                 self.number,
@@ -88,15 +59,12 @@ class TrialRow:
                 self.datetime_start,
                 self.datetime_complete,
                 self.params,
-                self.distributions,
+                distributions,
                 self.user_attrs,
                 self.system_attrs,
                 self.intermediate_values,
                 self.trial_id,
             )
-        else:
-            distributions = dict(self.distributions)
-            user_attrs, system_attrs = dict(self.user_attrs), dict(self.system_attrs)
         return _frozen_trial(
             self.number,
             TRIAL_STATES[self.state],
@@ -104,9 +72,29 @@ class TrialRow:
             self.datetime_start,
             self.datetime_complete,
             dict(self.params),
-            distributions,
-            user_attrs,
-            system_attrs,
+            dict(distributions),  # Optuna's Trial adds to its cached trial's dicts
+            dict(self.user_attrs),
+            dict(self.system_attrs),
+            dict(self.intermediate_values),
+            self.trial_id,
+        )
+
+    def freeze_deep(self, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
+        """A ``FrozenTrial`` the caller may change freely, as ``copy.deepcopy`` would make it.
+
+        ``distributions`` is the row's set already deep-copied for this call; each trial gets
+        its own dict of them.
+        """
+        return _frozen_trial(
+            self.number,
+            TRIAL_STATES[self.state],
+            None if self.values is None else list(self.values),
+            self.datetime_start,
+            self.datetime_complete,
+            dict(self.params),
+            dict(distributions),
+            _copied_attrs(self.user_attrs),
+            _copied_attrs(self.system_attrs),
             dict(self.intermediate_values),
             self.trial_id,
         )
@@ -116,19 +104,12 @@ FINISHED = frozenset((StateCode.COMPLETE, StateCode.PRUNED, StateCode.FAIL))
 TRIAL_STATES = [TrialState(code) for code in range(len(StateCode))]  # by StateCode
 
 
-def _copied(dist: BaseDistribution, memo: dict[int, Any]) -> BaseDistribution:
-    copied: BaseDistribution = copy.deepcopy(dist)
-    memo[id(dist)] = copied
-    return copied
-
-
-def _deep(attrs: dict[str, Any], memo: dict[int, Any]) -> dict[str, Any]:
+def _copied_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     # Decoded attrs are trees of immutable scalars, lists and dicts: only containers need copies.
-    if not attrs or not any(isinstance(v, (list, dict)) for v in attrs.values()):
-        return dict(attrs)
-    return {
-        k: copy.deepcopy(v, memo) if isinstance(v, (list, dict)) else v for k, v in attrs.items()
-    }
+    for value in attrs.values():
+        if type(value) in (list, dict):
+            return {k: copy.deepcopy(v) if type(v) in (list, dict) else v for k, v in attrs.items()}
+    return attrs.copy()
 
 
 _FIELDS = (
@@ -230,16 +211,6 @@ class StudyRow:
         # The first distribution recorded for each param name: later ones must be compatible.
         self.first_distribution: dict[str, BaseDistribution] = {}
 
-    def freeze_trials(self) -> list[FrozenTrial]:
-        """Every trial, frozen; only trials that changed since the last call are rebuilt."""
-        frozen = self.frozen
-        if self.stale:
-            trials = self.trials
-            for number in self.stale:
-                frozen[number] = trials[number].freeze()
-            self.stale.clear()
-        return frozen  # type: ignore[return-value]  # no None is left once `stale` is empty
-
     def freeze(self) -> FrozenStudy:
         if self.frozen_study is None:
             self.frozen_study = FrozenStudy(
@@ -264,6 +235,8 @@ class State:
         next_study_id: The id the next created study gets (ids are never reused).
         next_trial_id: Likewise for trials.
         last_rid: The last ``rid`` applied for each writer: a record at or below it is a repeat.
+        dist_sets: Every distinct set of param distributions a trial has had, each a dict
+            that is never changed: trials with the same params share one, however many.
     """
 
     __slots__ = (
@@ -274,6 +247,8 @@ class State:
         "next_study_id",
         "next_trial_id",
         "last_rid",
+        "dist_sets",
+        "_dist_steps",
     )
 
     def __init__(self) -> None:
@@ -284,6 +259,20 @@ class State:
         self.trials: dict[int, TrialRow] = {}
         self.next_study_id = 0
         self.next_trial_id = 0
+        self.dist_sets: list[dict[str, BaseDistribution]] = [{}]
+        # (set, name, id of a distribution) -> the set with that param added or replaced.
+        # Distributions in a set stay alive with it, so their ids are never reused.
+        self._dist_steps: dict[tuple[int, str, int], int] = {}
+
+    def with_param(self, dist_set: int, name: str, dist: BaseDistribution) -> int:
+        """The distribution set ``dist_set`` with ``name`` drawn from ``dist``."""
+        key = (dist_set, name, id(dist))
+        found = self._dist_steps.get(key)
+        if found is None:
+            found = len(self.dist_sets)
+            self.dist_sets.append({**self.dist_sets[dist_set], name: dist})
+            self._dist_steps[key] = found
+        return found
 
     def study(self, study_id: int) -> StudyRow:
         try:
@@ -297,11 +286,15 @@ class State:
         except KeyError:
             raise KeyError(f"No trial with trial_id {trial_id} exists.") from None
 
+    def distributions(self, row: TrialRow) -> dict[str, BaseDistribution]:
+        """The distributions of a trial's params (shared: do not change it)."""
+        return self.dist_sets[row.dist_set]
+
     def frozen_trial(self, trial_id: int) -> FrozenTrial:
         row = self.trial(trial_id)
-        study = row.study
+        study = self.studies[row.study_id]
         if row.number in study.stale:
-            study.frozen[row.number] = row.freeze()
+            study.frozen[row.number] = row.freeze(self.dist_sets[row.dist_set])
             study.stale.discard(row.number)
         return study.frozen[row.number]  # type: ignore[return-value]
 
@@ -310,17 +303,30 @@ class State:
     ) -> list[FrozenTrial]:
         """The study's trials; ``deep`` builds copies the caller may change freely."""
         study = self.study(study_id)
+        sets = self.dist_sets
         if deep:
+            # Each distribution is copied once per call, as one copy.deepcopy of the list would.
             memo: dict[int, Any] = {}
-            return [
-                t.freeze(memo)
-                for t in study.trials
-                if states is None or TRIAL_STATES[t.state] in states
-            ]
-        frozen = study.freeze_trials()
+            copies: dict[int, dict[str, BaseDistribution]] = {}
+            out = []
+            for t in study.trials:
+                if states is not None and TRIAL_STATES[t.state] not in states:
+                    continue
+                dists = copies.get(t.dist_set)
+                if dists is None:
+                    dists = copies[t.dist_set] = copy.deepcopy(sets[t.dist_set], memo)
+                out.append(t.freeze_deep(dists))
+            return out
+        frozen = study.frozen
+        if study.stale:
+            trials = study.trials
+            for number in study.stale:
+                row = trials[number]
+                frozen[number] = row.freeze(sets[row.dist_set])
+            study.stale.clear()
         if states is None:
-            return list(frozen)
-        return [t for t in frozen if t.state in states]
+            return list(frozen)  # type: ignore[arg-type]  # no None is left once `stale` is empty
+        return [t for t in frozen if t.state in states]  # type: ignore[union-attr]
 
     def n_trials(self, study_id: int, states: tuple[TrialState, ...] | None) -> int:
         study = self.study(study_id)

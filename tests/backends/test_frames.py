@@ -34,8 +34,26 @@ def test_frames_flipped_byte_before_the_tail_is_reported(
     first_len = frames.HEADER_SIZE + len(payloads[0])
     at = data.draw(st.integers(0, first_len - 1))
     buf[at] ^= 1 << data.draw(st.integers(0, 7))
-    parsed = frames.parse(bytes(buf))
+    parsed = frames.parse(bytes(buf), strict=True)
     assert parsed.payloads == []
     # A flipped length bit may make the frame look longer than the buffer: only then is it
     # indistinguishable from a torn tail, and only if the header checksum still matches.
+    assert parsed.error is not None
+
+
+@given(st.lists(st.binary(min_size=1, max_size=100), min_size=2, max_size=8), st.data())
+def test_frames_replay_finds_every_flip_that_changes_data(
+    payloads: list[bytes], data: st.DataObject
+) -> None:
+    """Without ``strict``, only the header's own checksum field goes unread where the frame
+    is sound: a flip anywhere else (length, payload checksum, payload) is still reported."""
+    buf = bytearray(b"".join(map(frames.pack, payloads)))
+    at = data.draw(
+        st.integers(0, frames.HEADER_SIZE + len(payloads[0]) - 1).filter(
+            lambda i: not 8 <= i < frames.HEADER_SIZE
+        )
+    )
+    buf[at] ^= 1 << data.draw(st.integers(0, 7))
+    parsed = frames.parse(bytes(buf))
+    assert parsed.payloads == []
     assert parsed.error is not None

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from optuna_journal import records as r
 from optuna_journal.replay import Reason, Rejected, State, Verdict, apply
+from optuna_journal.replay.apply import apply_all
 from tests.strategies import logs
 
 AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -25,7 +26,7 @@ def _dump(state: State) -> str:
                 study.directions,
                 study.user_attrs,
                 study.system_attrs,
-                study.freeze_trials(),
+                state.frozen_trials(sid),
                 study.counts,
                 study.best and study.best.trial_id,
                 study.first_distribution,
@@ -62,6 +63,23 @@ def test_replay_in_two_steps_equals_replay_in_one(
     state, rest = _replay(log[cut:], state)
     assert repr(first + rest) == repr(verdicts)
     assert _dump(state) == _dump(whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(logs())
+def test_apply_all_equals_applying_one_by_one(log: list[r.Record]) -> None:
+    whole, _ = _replay(log)
+    state = State()
+    apply_all(state, log)  # type: ignore[arg-type]
+    assert _dump(state) == _dump(whole)
+
+
+def test_every_record_kind_has_a_case() -> None:
+    from typing import get_args
+
+    from optuna_journal.replay.apply import _CASES
+
+    assert set(_CASES) == set(get_args(r.AnyRecord))
 
 
 _rids = itertools.count(1)
