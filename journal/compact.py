@@ -181,9 +181,7 @@ def _trial_fields(row: TrialRow, state: State) -> dict[str, object]:
         "datetime_start": _utc(row.datetime_start),
         "datetime_complete": _utc(row.datetime_complete),
         "params": {
-            name: Param(
-                internal_value(distributions[name], value), to_record(distributions[name])
-            )
+            name: Param(internal_value(distributions[name], value), to_record(distributions[name]))
             for name, value in row.params.items()
         },
         "user_attrs": row.user_attrs,

@@ -11,8 +11,8 @@ Every case costs O(1) amortised (plus the size of the record): no case scans a s
 
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Callable, Iterable
+from datetime import datetime
 import enum
 from sys import intern
 from typing import Any, NamedTuple

@@ -25,7 +25,6 @@ from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyDistribution,
     Direction,
-    StateCode,
 )
 from optuna_journal.replay.apply import DIRECTIONS
 from optuna_journal.replay.state import State, StudyRow, TrialRow

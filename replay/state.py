@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Container
 import copy
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from optuna.distributions import BaseDistribution
@@ -108,7 +108,9 @@ def _copied_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     # Decoded attrs are trees of immutable scalars, lists and dicts: only containers need copies.
     for value in attrs.values():
         if type(value) in (list, dict):
-            return {k: copy.deepcopy(v) if type(v) in (list, dict) else v for k, v in attrs.items()}
+            return {
+                k: copy.deepcopy(v) if type(v) in (list, dict) else v for k, v in attrs.items()
+            }
     return attrs.copy()
 
 
@@ -317,7 +319,7 @@ class State:
                     dists = copies[t.dist_set] = copy.deepcopy(sets[t.dist_set], memo)
                 out.append(t.freeze_deep(dists))
             return out
-        frozen = study.frozen
+        frozen = cast("list[FrozenTrial]", study.frozen)  # no None is left once `stale` is empty
         if study.stale:
             trials = study.trials
             for number in study.stale:
@@ -325,8 +327,8 @@ class State:
                 frozen[number] = row.freeze(sets[row.dist_set])
             study.stale.clear()
         if states is None:
-            return list(frozen)  # type: ignore[arg-type]  # no None is left once `stale` is empty
-        return [t for t in frozen if t.state in states]  # type: ignore[union-attr]
+            return list(frozen)
+        return [t for t in frozen if t.state in states]
 
     def n_trials(self, study_id: int, states: tuple[TrialState, ...] | None) -> int:
         study = self.study(study_id)
