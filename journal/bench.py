@@ -500,19 +500,27 @@ def machine() -> str:
     )
 
 
-def run(quick: bool, json_path: str | None, redis_url: str | None) -> int:
-    """Run every workload and print the table; return the exit status."""
+def run(
+    quick: bool, json_path: str | None, redis_url: str | None, only: list[str] | None = None
+) -> int:
+    """Run the workloads (``only`` these, if given) and print the table; return the exit
+    status."""
     sizes = Sizes.quick() if quick else Sizes()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="optuna-journal-bench-") as workdir:
         with _redis(redis_url, workdir) as url:
             started = time.perf_counter()
-            results += bench_optimize(sizes, workdir, url)
-            results += bench_reads(sizes, workdir, url)
-            results += bench_concurrency(sizes, workdir, url)
-            results += bench_cold_open(sizes, workdir, url)
-            results += bench_memory(sizes, workdir)
+            workloads: dict[str, Callable[[], list[Result]]] = {
+                "optimize": lambda: bench_optimize(sizes, workdir, url),
+                "reads": lambda: bench_reads(sizes, workdir, url),
+                "concurrency": lambda: bench_concurrency(sizes, workdir, url),
+                "cold-open": lambda: bench_cold_open(sizes, workdir, url),
+                "memory": lambda: bench_memory(sizes, workdir),
+            }
+            for name, workload in workloads.items():
+                if only is None or name in only:
+                    results += workload()
     print(f"\n{machine()}; {time.perf_counter() - started:.0f} s\n")
     print(table(results))
     if json_path:

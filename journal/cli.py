@@ -78,6 +78,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument(
+        "--only",
+        nargs="+",
+        metavar="WORKLOAD",
+        choices=["optimize", "reads", "concurrency", "cold-open", "memory"],
+        help="run only these workloads (optimize is lifecycle and tpe; default: all)",
+    )
+    bench.add_argument(
         "--redis",
         metavar="URL",
         help="Redis server for the Redis storages (default: start a throwaway "
@@ -234,7 +241,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from optuna_journal import bench
 
-    return bench.run(args.quick, args.json, args.redis)
+    return bench.run(args.quick, args.json, args.redis, args.only)
 
 
 def _studies(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_journal import codec, log
-from optuna_journal.backends.base import Backend, Cursor
+from optuna_journal.backends.base import Backend, Batch, Cursor
 from optuna_journal.distributions import internal_value, to_record
 from optuna_journal.errors import JournalError, LogReplacedError, ReadOnlyError
 from optuna_journal.log import Entry
@@ -246,31 +246,22 @@ class JournalStorage(BaseStorage):
             return self._apply_tail(mine)
 
     def _apply_tail(self, mine: AnyRecord | None) -> Verdict:
-        state = self._state
         location = self._backend.location
         verdict: Verdict = None
         found = mine is None
         mine_at = 0
-        for batch in self._backend.read(self._cursor):
-            payloads, header = batch.payloads, self._header
-            if header is None:
-                header = codec.decode_header(payloads[0], location)
-                payloads = payloads[1:]
-            with _gc_paused(len(payloads) >= _LARGE_BATCH):
-                # Decode the whole batch before applying any: on error, state and cursor agree.
-                records = codec.decode(payloads, location, batch.cursor.records - len(payloads))
-                if self._header is None:
-                    self._header, self._head = header, batch.payloads[0]
-                    state.position += 1
+        paused = False
+        with contextlib.ExitStack() as stack:
+            for batch in self._backend.read(self._cursor):
+                if len(batch.payloads) >= _LARGE_BATCH and not paused:
+                    stack.enter_context(_gc_paused(True))  # until the whole tail is applied
+                    paused = True
                 if found:
-                    apply_all(state, records)
+                    self._apply_batch(batch)
                 else:
                     assert mine is not None
-                    for record in records:
-                        result = apply(state, record)
-                        if not found and record.rid == mine.rid and record.writer == mine.writer:
-                            verdict, found, mine_at = result, True, state.position
-            self._cursor = batch.cursor
+                    verdict, found, mine_at = self._apply_batch(batch, mine)
+                self._cursor = batch.cursor
         if not found:
             raise JournalError(
                 f"{location}: a record this process appended is missing when the log is read "
@@ -283,6 +274,33 @@ class JournalStorage(BaseStorage):
             except OSError as err:  # the write itself succeeded; a snapshot only saves time
                 _logger.warning(f"{location}: could not save a snapshot: {err}")
         return verdict
+
+    def _apply_batch(
+        self, batch: Batch, mine: AnyRecord | None = None
+    ) -> tuple[Verdict, bool, int]:
+        """Apply one batch; with ``mine``, return its verdict, whether it was found and the
+        position after it. The decoded records die on return, before the GC may run again."""
+        state = self._state
+        location = self._backend.location
+        payloads, header = batch.payloads, self._header
+        if header is None:
+            header = codec.decode_header(payloads[0], location)
+            payloads = payloads[1:]
+        # Decode the whole batch before applying any: on error, state and cursor agree.
+        records = codec.decode(payloads, location, batch.cursor.records - len(payloads))
+        if self._header is None:
+            self._header, self._head = header, batch.payloads[0]
+            state.position += 1
+        if mine is None:
+            apply_all(state, records)
+            return None, True, 0
+        verdict: Verdict = None
+        found, mine_at = False, 0
+        for record in records:
+            result = apply(state, record)
+            if not found and record.rid == mine.rid and record.writer == mine.writer:
+                verdict, found, mine_at = result, True, state.position
+        return verdict, found, mine_at
 
     def _new(self, kind: type[R], at: datetime | None = None, **fields: Any) -> R:
         writer, rid = next_rid()

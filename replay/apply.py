@@ -175,18 +175,20 @@ def _trial_created(state: State, record: TrialCreated) -> Verdict:
         return _no_study(record.study_id)
     trial_id = state.next_trial_id
     state.next_trial_id += 1
+    start, complete = record.datetime_start, record.datetime_complete
     row = TrialRow(
-        trial_id=trial_id,
-        number=len(study.trials),
-        study_id=study.study_id,
-        state=record.state,
-        values=None if record.values is None else list(record.values),
-        datetime_start=None
-        if record.datetime_start is None
-        else local_time(record.datetime_start),
-        datetime_complete=(
-            None if record.datetime_complete is None else local_time(record.datetime_complete)
-        ),
+        trial_id,
+        len(study.trials),
+        study.study_id,
+        record.state,
+        None if record.values is None else list(record.values),
+        None if start is None else local_time(start),
+        None if complete is None else local_time(complete),
+        {},
+        0,
+        dict(record.user_attrs),
+        dict(record.system_attrs),
+        dict(record.intermediate_values),
     )
     for name, param in record.params.items():
         name = intern(name)
@@ -194,9 +196,6 @@ def _trial_created(state: State, record: TrialCreated) -> Verdict:
         row.params[name] = dist.to_external_repr(param.internal)
         row.dist_set = state.with_param(row.dist_set, name, dist)
         study.first_distribution.setdefault(name, dist)
-    row.user_attrs.update(record.user_attrs)
-    row.system_attrs.update(record.system_attrs)
-    row.intermediate_values.update(record.intermediate_values)
     state.trials[trial_id] = row
     study.trials.append(row)
     study.frozen.append(None)
