@@ -92,6 +92,12 @@ class FileBackend:
         # The last frame boundary this process has checked, and (device, inode) of its file.
         self._end: tuple[tuple[int, int] | None, Cursor] = (None, Cursor(0, 0))
         self._identity: tuple[int, int] | None = None  # the file the reader's cursors are in
+        # Local filesystems: the log kept open (by pid, for forked children), for reads and
+        # for appends: {write: (pid, (device, inode), fd)}.
+        self._kept: dict[bool, tuple[int, tuple[int, int], int]] = {}
+        # The frames the last append found and wrote, and the cursor they follow: the read
+        # that follows an append (the storage reading its own record back) is served from it.
+        self._recent: tuple[tuple[int, int], Cursor, list[Batch]] | None = None
         if os.path.exists(self._path):
             with open(self._path, "rb") as f:
                 self._check_magic(f.fileno())
@@ -109,45 +115,81 @@ class FileBackend:
         return (FileBackend, (self._path, kind, self._lock.lease or 10.0, self._lock.timeout))
 
     def append(self, payloads: Sequence[bytes]) -> None:
-        data = b"".join(frames.pack(p) for p in payloads)
         with self._lock.hold():
-            self._append_locked(data, only_if_empty=False)
+            self._append_locked(payloads, only_if_empty=False)
 
     def append_head(self, payload: bytes) -> None:
         with self._lock.hold():
-            self._append_locked(frames.pack(payload), only_if_empty=True)
+            self._append_locked([payload], only_if_empty=True)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
-        if after is not None and self._local and self._identity is not None:
-            # On a local filesystem one stat tells whether there is anything new. (On NFS the
-            # attributes may be cached: there, only opening the file again shows new appends.)
-            try:
-                st = os.stat(self._path)
-            except FileNotFoundError:
-                st = None
-            if st is not None and (st.st_dev, st.st_ino) == self._identity:
-                if st.st_size == after.token:
-                    return
         try:
-            fd = os.open(self._path, os.O_RDONLY)
+            fd, identity, size, close = self._open(write=False)
         except FileNotFoundError:
             return  # nothing written yet
         try:
-            identity = _identity(fd)
             if after is None or after.token == 0 or self._identity is None:
                 self._identity = identity  # a fresh start, or a cursor from a snapshot
             elif identity != self._identity:
                 raise LogReplacedError(
                     f"{self._path}: the log was replaced (compacted?) since this process read it"
                 )
-            for batch in self._read(fd, after):
+            recent = self._recent
+            if after is not None and recent is not None and recent[:2] == (identity, after):
+                yield from recent[2]  # what this process just appended, and the frames before it
+                after = recent[2][-1].cursor
+            if after is not None and size == after.token:
+                return  # nothing new (on a local filesystem, where the size is to be trusted)
+            for batch in self._read(fd, after, size=size):
                 # Checked frames never change, so a writer can start its search for the end here.
                 end_identity, end = self._end
                 if end_identity != identity or batch.cursor.records > end.records:
                     self._end = (identity, batch.cursor)
                 yield batch
         finally:
-            os.close(fd)
+            if close:
+                os.close(fd)
+
+    def _open(self, write: bool) -> tuple[int, tuple[int, int], int | None, bool]:
+        """The log open for reading or appending: ``(fd, (device, inode), size, close)``.
+
+        On a local filesystem the descriptor is kept from call to call, and one ``stat`` of
+        the path tells whether it still names the same file (``compact`` swaps in another)
+        and how large it is. On NFS the file is opened afresh each time, since only that
+        shows other hosts' appends; the size is then ``None`` (attributes may be cached) and
+        the caller closes the descriptor.
+
+        Raises:
+            FileNotFoundError: Reading, and the log does not exist yet.
+        """
+        flags = os.O_RDWR | os.O_CREAT if write else os.O_RDONLY
+        if not self._local:
+            fd = os.open(self._path, flags, 0o644)
+            return fd, _identity(fd), None, True
+        pid = os.getpid()
+        kept = self._kept.get(write)
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            if not write:
+                raise
+            st = None
+        if st is not None and kept is not None and kept[:2] == (pid, (st.st_dev, st.st_ino)):
+            return kept[2], kept[1], st.st_size, False
+        if kept is not None and kept[0] == pid:
+            os.close(kept[2])  # the file was replaced: keep the new one
+        self._kept.pop(write, None)
+        fd = os.open(self._path, flags, 0o644)
+        info = os.fstat(fd)
+        identity = (info.st_dev, info.st_ino)
+        self._kept[write] = (pid, identity, fd)
+        return fd, identity, info.st_size, False
+
+    def __del__(self) -> None:
+        for pid, _, fd in getattr(self, "_kept", {}).values():
+            if pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def head(self) -> bytes | None:
         try:
@@ -249,30 +291,36 @@ class FileBackend:
                     f.truncate(found.end)
                     f.flush()
                     os.fsync(f.fileno())
-                self._end = (None, Cursor(0, 0))
+                self._end, self._recent = (None, Cursor(0, 0)), None
             return found
 
-    def _append_locked(self, data: bytes, only_if_empty: bool) -> None:
+    def _append_locked(self, payloads: Sequence[bytes], only_if_empty: bool) -> None:
+        data = b"".join(frames.pack(p) for p in payloads)
         try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, identity, size, close = self._open(write=True)
         except PermissionError as err:
             raise PermissionError(
                 err.errno, f"{self._path}: no permission to write the journal"
             ) from err
         try:
-            identity = _identity(fd)
-            end_identity, end = self._end
+            end_identity, start = self._end
             if end_identity != identity:
-                end = Cursor(0, 0)  # another file (new, or compacted): find its end from the start
-            for batch in self._read(fd, end):
-                end = batch.cursor
+                start = Cursor(
+                    0, 0
+                )  # another file (new, or compacted): find its end from the start
+            end, found = start, []
+            if size is None or size != start.token or start.token == 0:
+                for batch in self._read(fd, start, size=size):
+                    end = batch.cursor
+                    found.append(batch)
             self._end = (identity, end)
             if only_if_empty and end.records > 0:
                 return
             offset = int(end.token)
             if offset == 0:
                 data = frames.MAGIC + data
-            size = os.fstat(fd).st_size
+            if size is None:
+                size = os.fstat(fd).st_size
             if size > offset:
                 _logger.warning(
                     "%s: overwriting an incomplete last frame of %d bytes at byte offset %d "
@@ -299,8 +347,12 @@ class FileBackend:
                 ) from err
             if offset == 0:
                 _fsync_directory(os.path.dirname(self._path))  # the new file's name is durable
+            written = Cursor(end.records + len(payloads), offset + len(data))
+            self._end = (identity, written)
+            self._recent = (identity, start, [*found, Batch(written, list(payloads))])
         finally:
-            os.close(fd)
+            if close:
+                os.close(fd)
 
     def _check_magic(self, fd: int) -> bool:
         """Return whether the file has its magic; raise if it is something else."""
@@ -317,13 +369,16 @@ class FileBackend:
             f"refusing to read or overwrite it.{hint}"
         )
 
-    def _read(self, fd: int, after: Cursor | None, strict: bool = False) -> Iterator[Batch]:
+    def _read(
+        self, fd: int, after: Cursor | None, strict: bool = False, size: int | None = None
+    ) -> Iterator[Batch]:
         if after is None or after.token == 0:
             if not self._check_magic(fd):
                 return
             after = Cursor(0, len(frames.MAGIC))
         count, pos = after.records, int(after.token)
-        size = os.fstat(fd).st_size
+        if size is None:
+            size = os.fstat(fd).st_size
         want = _CHUNK
         while pos < size:
             buf = os.pread(fd, min(want, size - pos), pos)

@@ -407,14 +407,19 @@ def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[R
 
 
 _RSS = """
-import os, resource
 {opener}
-with open("/proc/self/statm") as f:
-    before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024  # resident now
+
+
+def status(field):  # KiB
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+# VmHWM, not ru_maxrss: a child started with fork and exec inherits its parent's ru_maxrss.
+before = status("VmRSS")
 storage = open_()
 trials = storage.get_all_trials(storage.get_study_id_from_name("bench"), deepcopy=False)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the most ever resident
-print((peak - before) / len(trials))
+print((status("VmHWM") - before) / len(trials))
 """
 
 
