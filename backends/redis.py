@@ -118,6 +118,10 @@ class RedisBackend:
         # XRANGE replies as the server sends them: redis-py's own parsing into a dict per entry
         # costs more than everything else in a cold open.
         self._client.set_response_callback("XRANGE", _raw_reply)
+        # The last entry this process has read, and what its last append's transaction read
+        # after it (see append).
+        self._seen: Cursor | None = None
+        self._recent: tuple[Cursor, list[Any]] | None = None
         kind = cast(bytes, self._call(lambda: self._client.type(self._key), connect_timeout))
         if kind not in (b"none", b"stream"):
             raise NotAJournalError(
@@ -137,13 +141,22 @@ class RedisBackend:
         return (_reopen, (self._url, self._name, self._connect_timeout, self._retry_timeout))
 
     def append(self, payloads: Sequence[bytes]) -> None:
-        def xadd() -> None:
+        seen = self._seen
+
+        def xadd() -> list[Any]:
             pipe = self._client.pipeline(transaction=True)
             for payload in payloads:
                 pipe.xadd(self._key, {_FIELD: payload})
-            pipe.execute()
+            if seen is not None:
+                # In the same transaction, everything after what this process last read, ours
+                # included: the read that follows an append needs no round trip of its own.
+                pipe.xrange(self._key, f"({seen.token}", "+", _BATCH)
+            return cast("list[Any]", pipe.execute())
 
-        self._call(xadd, self._retry_timeout)
+        replies = self._call(xadd, self._retry_timeout)
+        self._recent = None
+        if seen is not None and len(replies[-1]) < _BATCH:
+            self._recent = (seen, replies[-1])
 
     def append_head(self, payload: bytes) -> None:
         def xadd_head() -> None:
@@ -157,6 +170,20 @@ class RedisBackend:
         self._call(xadd_head, self._retry_timeout)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
+        recent, self._recent = self._recent, None
+        if recent is not None and after == recent[0]:
+            # Up to this process's last append, as the append's own transaction read it.
+            # Entries after it are left to the next read, as if this one had come a moment
+            # sooner.
+            entries = recent[1]
+            if entries:
+                batch = Batch(
+                    Cursor(after.records + len(entries), entries[-1][0].decode()),
+                    self._payloads(entries, after.records),
+                )
+                self._seen = batch.cursor
+                yield batch
+            return
         count = 0 if after is None else after.records
         start = "-" if after is None else f"({after.token}"
         while True:
@@ -169,7 +196,8 @@ class RedisBackend:
             payloads = self._payloads(entries, count)
             count += len(payloads)
             last = entries[-1][0].decode()
-            yield Batch(Cursor(count, last), payloads)
+            self._seen = Cursor(count, last)
+            yield Batch(self._seen, payloads)
             if len(entries) < _BATCH:
                 return
             start = f"({last}"

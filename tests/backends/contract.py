@@ -30,6 +30,30 @@ class BackendContract:
     def test_backend_empty_log_reads_nothing(self, backend: Backend) -> None:
         assert _all(backend) == ([], None)
 
+    def test_backend_read_after_an_append_brings_others_records_before_it(
+        self, backend: Backend
+    ) -> None:
+        """The read that follows an append (served from the append itself where a backend
+        can) yields what others appended in between, then ours, then nothing more."""
+        backend.append_head(b"head")
+        _, cursor = _all(backend)
+        other = self.reopen(backend)
+        other.append([b"theirs"])
+        backend.append([b"mine", b"mine too"])
+        payloads, after = _all(backend, cursor)
+        assert payloads == [b"theirs", b"mine", b"mine too"]
+        assert after is not None and after.records == 4
+        assert _all(backend, after) == ([], after)
+        other.append([b"later"])
+        assert _all(backend, after)[0] == [b"later"]
+        assert _all(self.reopen(backend))[0] == [
+            b"head",
+            b"theirs",
+            b"mine",
+            b"mine too",
+            b"later",
+        ]
+
     def test_backend_reads_appends_in_order_with_counts(self, backend: Backend) -> None:
         backend.append_head(b"head")
         backend.append([b"a", b"bb"])
