@@ -151,7 +151,7 @@ class RedisBackend:
                 # In the same transaction, everything after what this process last read, ours
                 # included: the read that follows an append needs no round trip of its own.
                 pipe.xrange(self._key, f"({seen.token}", "+", _BATCH)
-            return cast("list[Any]", pipe.execute())
+            return pipe.execute()
 
         replies = self._call(xadd, self._retry_timeout)
         self._recent = None
