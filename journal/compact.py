@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 import os
+from typing import cast
 import uuid
 
 from optuna_journal import codec, log
@@ -36,6 +37,7 @@ from optuna_journal.records import (
     StudySystemAttrSet,
     StudyUserAttrSet,
     TrialCreated,
+    TrialHeartbeat,
 )
 from optuna_journal.replay import Rejected, State, apply
 from optuna_journal.replay.state import TrialRow
@@ -169,6 +171,15 @@ def _fold(records: list[AnyRecord], count: int, archive: str | None) -> list[Any
             add(TrialCreated, study_id=study_id)  # a trial of a deleted study: keeps ids in step
     for ident in deleted:
         add(StudyDeleted, study_id=ident)
+    for ident, row in state.beating.items():  # running trials keep their last heartbeat
+        out.append(
+            TrialHeartbeat(
+                writer=writer,
+                rid=len(out) + 1,
+                at=datetime.fromtimestamp(cast(float, row.heartbeat), timezone.utc),
+                trial_id=ident,
+            )
+        )
     add(LogCompacted, last_rid=dict(state.last_rid), folded=count, archive=archive)
     return out
 

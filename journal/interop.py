@@ -26,6 +26,7 @@ from optuna_journal.records import (
     StudySystemAttrSet,
     StudyUserAttrSet,
     TrialCreated,
+    TrialHeartbeat,
     TrialIntermediateValueSet,
     TrialParamSet,
     TrialStateSet,
@@ -53,8 +54,12 @@ def optuna_operations(backend: Backend) -> Iterator[dict[str, Any]]:
             state.position += 1
             continue
         verdict = apply(state, record)
-        if isinstance(verdict, Rejected) or verdict is False or isinstance(record, LogCompacted):
-            continue  # changed nothing Optuna keeps
+        if (
+            isinstance(verdict, Rejected)
+            or verdict is False
+            or isinstance(record, (LogCompacted, TrialHeartbeat))
+        ):
+            continue  # changed nothing Optuna's journal keeps
         yield {"worker_id": record.writer, **_operation(record)}
 
 

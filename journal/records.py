@@ -187,6 +187,12 @@ class TrialSystemAttrSet(Record, frozen=True, kw_only=True, tag="trial.system_at
     value: Any
 
 
+class TrialHeartbeat(Record, frozen=True, kw_only=True, tag="trial.heartbeat"):
+    """The process running the trial was alive at ``at`` (Optuna's heartbeat)."""
+
+    trial_id: int
+
+
 class LogCompacted(Record, frozen=True, kw_only=True, tag="log.compacted"):
     """Where ``compact`` folded records away: the writers' counts they had reached (so that a
     repeat of a folded record is still known as one), how many, and where the original went."""
@@ -207,6 +213,7 @@ AnyRecord = (
     | TrialIntermediateValueSet
     | TrialUserAttrSet
     | TrialSystemAttrSet
+    | TrialHeartbeat
     | LogCompacted
 )
 

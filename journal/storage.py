@@ -8,12 +8,13 @@ Every read first applies the new tail of the log, then answers from memory.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 import contextlib
 from datetime import datetime, timezone
 import gc
 import threading
-from typing import Any, TypeVar
+import time
+from typing import Any, TypeVar, cast
 import uuid
 
 import optuna
@@ -22,6 +23,7 @@ from optuna.distributions import BaseDistribution
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
@@ -43,6 +45,7 @@ from optuna_journal.records import (
     StudySystemAttrSet,
     StudyUserAttrSet,
     TrialCreated,
+    TrialHeartbeat,
     TrialIntermediateValueSet,
     TrialParamSet,
     TrialStateSet,
@@ -103,7 +106,7 @@ def _checked_attr(key: str, value: Any) -> Any:
     return value
 
 
-class JournalStorage(BaseStorage):
+class JournalStorage(BaseStorage, BaseHeartbeat):
     """An Optuna storage whose every mutation is a typed record in an append-only log.
 
     Args:
@@ -113,6 +116,15 @@ class JournalStorage(BaseStorage):
         snapshot_every: Take a snapshot after about this many records (0: never), so that a
             process opening the journal replays only the tail. Snapshots grow rarer as the
             log grows, keeping their cost per record bounded.
+        heartbeat_interval: As in Optuna's ``RDBStorage``: the process running a trial
+            records a heartbeat every this many seconds, and a trial whose last heartbeat is
+            older than ``grace_period`` is failed by the next ``study.optimize`` (see
+            ``optuna.storages.fail_stale_trials``). ``None``: no heartbeats.
+        grace_period: Seconds without a heartbeat after which a running trial is stale;
+            ``None``: twice ``heartbeat_interval``. Heartbeats carry the writer's clock, which
+            is compared with the clock of the process that checks: keep hosts' clocks in sync.
+        heartbeat_stale_trial_callback: Called after each stale trial is failed, e.g.
+            ``optuna.storages.RetryFailedTrialCallback()``.
 
     Raises:
         NotAJournalError: The backend holds something that is not a journal.
@@ -129,11 +141,26 @@ class JournalStorage(BaseStorage):
             study = optuna.create_study(storage=storage, study_name="demo")
     """
 
-    def __init__(self, backend: Backend, *, snapshot_every: int = 10_000) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        snapshot_every: int = 10_000,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ) -> None:
         if snapshot_every < 0:
             raise ValueError(f"snapshot_every must be 0 (never) or positive, got {snapshot_every}")
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("The value of `heartbeat_interval` should be a positive integer.")
+        if grace_period is not None and grace_period <= 0:
+            raise ValueError("The value of `grace_period` should be a positive integer.")
         self._backend = backend
         self._snapshot_every = snapshot_every
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period
+        self._heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
         self._lock = threading.Lock()
         self._state = State()
         self._cursor: Cursor | None = None
@@ -170,7 +197,16 @@ class JournalStorage(BaseStorage):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The backend pickles as its location; the child replays the log itself.
-        return (_reopen, (self._backend, self._snapshot_every))
+        return (
+            _reopen,
+            (
+                self._backend,
+                self._snapshot_every,
+                self._heartbeat_interval,
+                self._grace_period,
+                self._heartbeat_stale_trial_callback,
+            ),
+        )
 
     def at(self, *, position: int | None = None, time: datetime | None = None) -> JournalStorage:
         """A read-only storage showing this journal as it was.
@@ -538,6 +574,32 @@ class JournalStorage(BaseStorage):
             assert study.best is not None
             return self._state.frozen_trial(study.best.trial_id)
 
+    # Heartbeats (Optuna's BaseHeartbeat).
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._write(self._new(TrialHeartbeat, trial_id=trial_id))
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self._heartbeat_interval is not None
+        grace = self._grace_period or 2 * self._heartbeat_interval
+        with self._lock:
+            self._sync()
+            self._state.study(study_id)  # raises KeyError for an unknown study
+            now = time.time()
+            return [
+                trial_id
+                for trial_id, row in self._state.beating.items()
+                if row.study_id == study_id and now - cast(float, row.heartbeat) > grace
+            ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(
+        self,
+    ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._heartbeat_stale_trial_callback
+
 
 class JournalView(JournalStorage):
     """A journal as it was at a position or moment: read-only, and it never moves on.
@@ -586,8 +648,20 @@ def _view(backend: Backend, position: int | None, time: datetime | None) -> Jour
     return JournalView(backend, position=position, time=time)
 
 
-def _reopen(backend: Backend, snapshot_every: int) -> JournalStorage:
-    return JournalStorage(backend, snapshot_every=snapshot_every)
+def _reopen(
+    backend: Backend,
+    snapshot_every: int,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+) -> JournalStorage:
+    return JournalStorage(
+        backend,
+        snapshot_every=snapshot_every,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=callback,
+    )
 
 
 def _version() -> str:

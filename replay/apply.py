@@ -30,6 +30,7 @@ from optuna_journal.records import (
     StudySystemAttrSet,
     StudyUserAttrSet,
     TrialCreated,
+    TrialHeartbeat,
     TrialIntermediateValueSet,
     TrialParamSet,
     TrialStateSet,
@@ -126,6 +127,16 @@ def _study_attr_set(state: State, record: StudyUserAttrSet | StudySystemAttrSet)
     return None
 
 
+def _trial_heartbeat(state: State, record: TrialHeartbeat) -> Verdict:
+    row = state.trials.get(record.trial_id)
+    if row is None:
+        return _not_updatable(record.trial_id, row)
+    if row.state is StateCode.RUNNING:  # a beat that crossed the trial's end is moot
+        row.heartbeat = record.at.timestamp()
+        state.beating[row.trial_id] = row
+    return None
+
+
 def _log_compacted(state: State, record: LogCompacted) -> Verdict:
     last_rid = state.last_rid
     for folded_writer, rid in record.last_rid.items():
@@ -166,6 +177,7 @@ def _study_deleted(state: State, record: StudyDeleted) -> Verdict:
     del state.study_ids[study.name]
     for row in study.trials:
         del state.trials[row.trial_id]
+        state.beating.pop(row.trial_id, None)
     return None
 
 
@@ -243,6 +255,8 @@ def _trial_state_set(state: State, record: TrialStateSet) -> Verdict:
         row.values = list(record.values)
     study.stale.add(row.number)
     _update_best(study, row)
+    if state.beating:
+        state.beating.pop(row.trial_id, None)  # no longer running (a claim returned above)
     return True
 
 
@@ -270,6 +284,7 @@ _CASES: dict[type, Callable[[State, Any], Verdict]] = {
     TrialCreated: _trial_created,
     TrialUserAttrSet: _trial_attr_set,
     TrialSystemAttrSet: _trial_attr_set,
+    TrialHeartbeat: _trial_heartbeat,
     StudyUserAttrSet: _study_attr_set,
     StudySystemAttrSet: _study_attr_set,
     StudyCreated: _study_created,

@@ -25,6 +25,7 @@ from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyDistribution,
     Direction,
+    StateCode,
 )
 from optuna_journal.replay.apply import DIRECTIONS
 from optuna_journal.replay.state import State, StudyRow, TrialRow
@@ -163,6 +164,8 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
         for row in rows:
             counts[row.state] += 1
             trials[row.trial_id] = row
+            if row.heartbeat is not None and row.state is StateCode.RUNNING:
+                state.beating[row.trial_id] = row
         study.frozen = [None] * len(rows)
         study.stale = set(range(len(rows)))
         study.best = None if s.best is None else rows[s.best]

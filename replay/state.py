@@ -44,6 +44,7 @@ class TrialRow(msgspec.Struct, array_like=True, gc=False):
     user_attrs: dict[str, Any] = msgspec.field(default_factory=dict)
     system_attrs: dict[str, Any] = msgspec.field(default_factory=dict)
     intermediate_values: dict[int, float] = msgspec.field(default_factory=dict)
+    heartbeat: float | None = None  # POSIX time of the last heartbeat, if any
 
     def freeze(self, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
         """A ``FrozenTrial`` that later changes to the row never reach.
@@ -239,6 +240,8 @@ class State:
         last_rid: The last ``rid`` applied for each writer: a record at or below it is a repeat.
         dist_sets: Every distinct set of param distributions a trial has had, each a dict
             that is never changed: trials with the same params share one, however many.
+        beating: The running trials that have had a heartbeat, by id: where stale ones are
+            looked for, without a scan of every trial.
     """
 
     __slots__ = (
@@ -251,6 +254,7 @@ class State:
         "last_rid",
         "dist_sets",
         "_dist_steps",
+        "beating",
     )
 
     def __init__(self) -> None:
@@ -265,6 +269,7 @@ class State:
         # (set, name, id of a distribution) -> the set with that param added or replaced.
         # Distributions in a set stay alive with it, so their ids are never reused.
         self._dist_steps: dict[tuple[int, str, int], int] = {}
+        self.beating: dict[int, TrialRow] = {}
 
     def with_param(self, dist_set: int, name: str, dist: BaseDistribution) -> int:
         """The distribution set ``dist_set`` with ``name`` drawn from ``dist``."""

@@ -97,6 +97,7 @@ record_strategies: dict[type[r.Record], st.SearchStrategy[r.Record]] = {
     ),
     r.TrialUserAttrSet: _record(r.TrialUserAttrSet, trial_id=ids, key=keys, value=json_values),
     r.TrialSystemAttrSet: _record(r.TrialSystemAttrSet, trial_id=ids, key=keys, value=json_values),
+    r.TrialHeartbeat: _record(r.TrialHeartbeat, trial_id=ids),
     r.LogCompacted: _record(
         r.LogCompacted,
         last_rid=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 30)),

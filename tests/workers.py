@@ -91,3 +91,24 @@ def write_until_killed(path: str, acks: str, lock: str, lease: float) -> None:
         key = f"{os.getpid()}-{time.monotonic_ns()}"
         storage.set_study_user_attr(study_id, key, 1)
         os.write(fd, f"{key}\n".encode())  # in the page cache: survives SIGKILL
+
+
+def beat_until_killed(location: str, study_name: str, ready: str) -> None:
+    """Run one trial with heartbeats every second; say so by creating ``ready``, then hang
+    until killed."""
+    storage = JournalStorage(FileBackend(location), heartbeat_interval=1)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        Path(ready).touch()
+        time.sleep(600)
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+
+
+def quadratic(trial: optuna.Trial) -> float:
+    """A cheap objective for the Dask workers (importable by module name)."""
+    x = trial.suggest_float("x", -10, 10)
+    return (x - 2) ** 2

@@ -70,6 +70,7 @@ def test_codec_pins_tags() -> None:
         "trial.intermediate_value_set",
         "trial.user_attr_set",
         "trial.system_attr_set",
+        "trial.heartbeat",
         "log.compacted",
     }
 
