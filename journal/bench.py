@@ -48,6 +48,7 @@ class Sizes:
     concurrency_trials: int = 250  # per process, 4 processes
     cold_trials: int = 20_000
     memory_trials: int = 50_000
+    growth_trials: int = 10_000
     repeat: int = 3
 
     @classmethod
@@ -58,6 +59,8 @@ class Sizes:
             read_trials=500,
             concurrency_trials=15,
             cold_trials=1_000,
+            memory_trials=1_000,
+            growth_trials=200,
             repeat=2,
         )
 
@@ -147,8 +150,8 @@ def objective(trial: optuna.Trial) -> float:
     return x * x + y * y + z
 
 
-def _optimize_rate(storage: BaseStorage, sampler: optuna.samplers.BaseSampler, n: int) -> float:
-    study = optuna.create_study(storage=storage, sampler=sampler)
+def _rate(study: optuna.Study, n: int) -> float:
+    """Trials/s of ``n`` more trials of ``study``."""
     start = time.perf_counter()
     study.optimize(objective, n_trials=n)
     return n / (time.perf_counter() - start)
@@ -168,9 +171,30 @@ def bench_optimize(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Re
             for kind, result in rows.items():
                 where = os.path.join(workdir, f"{workload}-{kind}-{round_}")
                 storage = make(kind, where, redis_url)
-                result.samples.append(_optimize_rate(storage, sampler(seed=round_), n))
+                study = optuna.create_study(storage=storage, sampler=sampler(seed=round_))
+                result.samples.append(_rate(study, n))
         results += rows.values()
     return results
+
+
+def bench_growth(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    """The lifecycle rate of the first and the last tenth of a long study, written one trial
+    at a time, once per storage: reads and replay must not slow down as a study grows."""
+    n = sizes.growth_trials
+    tenth = n // 10
+    results: list[Result] = []
+    kinds = [k for k in _kinds(redis_url) if k in ("optuna-file", "ours-file", "ours-redis")]
+    for kind in _progress_items(kinds, "growth"):
+        storage = make(kind, os.path.join(workdir, f"growth-{kind}"), redis_url)
+        study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
+        first = Result(f"growth, trials 0-{tenth}", kind, "trials/s", higher_is_better=True)
+        last = Result(f"growth, trials {n - tenth}-{n}", kind, "trials/s", higher_is_better=True)
+        first.samples.append(_rate(study, tenth))
+        study.optimize(objective, n_trials=n - 2 * tenth)
+        last.samples.append(_rate(study, tenth))
+        last.note = f"{first.median / last.median:.2f}x slower than the first tenth"
+        results += [first, last]
+    return sorted(results, key=lambda r: r.workload)
 
 
 def _prepared(kind: str, n: int, workdir: str, redis_url: str | None) -> BaseStorage:
@@ -457,6 +481,10 @@ def _progress(it: range, what: str) -> Iterator[int]:
     return iter(tqdm(it, desc=what, unit="round", leave=False))
 
 
+def _progress_items(items: list[str], what: str) -> Iterator[str]:
+    return iter(tqdm(items, desc=what, unit="storage", leave=False))
+
+
 @contextlib.contextmanager
 def _redis(url: str | None, workdir: str) -> Iterator[str | None]:
     """The Redis server to use: the one given, else a throwaway one if a binary is at hand."""
@@ -527,6 +555,7 @@ def run(
                 "concurrency": lambda: bench_concurrency(sizes, workdir, url),
                 "cold-open": lambda: bench_cold_open(sizes, workdir, url),
                 "memory": lambda: bench_memory(sizes, workdir),
+                "growth": lambda: bench_growth(sizes, workdir, redis_url),
             }
             for name, workload in workloads.items():
                 if only is None or name in only:

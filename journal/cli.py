@@ -81,7 +81,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         "--only",
         nargs="+",
         metavar="WORKLOAD",
-        choices=["optimize", "reads", "concurrency", "cold-open", "memory"],
+        choices=["optimize", "reads", "concurrency", "cold-open", "memory", "growth"],
         help="run only these workloads (optimize is lifecycle and tpe; default: all)",
     )
     bench.add_argument(

@@ -86,6 +86,9 @@ def test_cli_bench_quick_measures_ours_against_optuna(tmp_path: Path) -> None:
         "get_best_trial",
         "concurrency, 4 processes",
         "cold open",
+        "memory",
+        "growth, trials 0-20",
+        "growth, trials 180-200",
     } <= workloads
     assert not [r for r in results if "CHECK FAILED" in r["note"]]
 
