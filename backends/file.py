@@ -95,6 +95,7 @@ class FileBackend:
         # Local filesystems: the log kept open (by pid, for forked children), for reads and
         # for appends: {write: (pid, (device, inode), fd)}.
         self._kept: dict[bool, tuple[int, tuple[int, int], int]] = {}
+        self._retired: list[int] = []  # kept descriptors of files since replaced
         # The frames the last append found and wrote, and the cursor they follow: the read
         # that follows an append (the storage reading its own record back) is served from it.
         self._recent: tuple[tuple[int, int], Cursor, list[Batch]] | None = None
@@ -177,8 +178,9 @@ class FileBackend:
         if st is not None and kept is not None and kept[:2] == (pid, (st.st_dev, st.st_ino)):
             return kept[2], kept[1], st.st_size, False
         if kept is not None and kept[0] == pid:
-            os.close(kept[2])  # the file was replaced: keep the new one
-        self._kept.pop(write, None)
+            # The file was replaced. Another thread may still be reading the old one through
+            # this descriptor: it is closed with the backend, never under that reader.
+            self._retired.append(kept[2])
         fd = os.open(self._path, flags, 0o644)
         info = os.fstat(fd)
         identity = (info.st_dev, info.st_ino)
@@ -186,10 +188,10 @@ class FileBackend:
         return fd, identity, info.st_size, False
 
     def __del__(self) -> None:
-        for pid, _, fd in getattr(self, "_kept", {}).values():
-            if pid == os.getpid():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        mine = [fd for pid, _, fd in getattr(self, "_kept", {}).values() if pid == os.getpid()]
+        for fd in mine + getattr(self, "_retired", []):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def head(self) -> bytes | None:
         try:
@@ -304,10 +306,8 @@ class FileBackend:
             ) from err
         try:
             end_identity, start = self._end
-            if end_identity != identity:
-                start = Cursor(
-                    0, 0
-                )  # another file (new, or compacted): find its end from the start
+            if end_identity != identity:  # another file (new, or compacted): from its start
+                start = Cursor(0, 0)
             end, found = start, []
             if size is None or size != start.token or start.token == 0:
                 for batch in self._read(fd, start, size=size):

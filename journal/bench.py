@@ -555,7 +555,7 @@ def run(
                 "concurrency": lambda: bench_concurrency(sizes, workdir, url),
                 "cold-open": lambda: bench_cold_open(sizes, workdir, url),
                 "memory": lambda: bench_memory(sizes, workdir),
-                "growth": lambda: bench_growth(sizes, workdir, redis_url),
+                "growth": lambda: bench_growth(sizes, workdir, url),
             }
             for name, workload in workloads.items():
                 if only is None or name in only:

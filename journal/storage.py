@@ -124,7 +124,7 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
             ``None``: twice ``heartbeat_interval``. Heartbeats carry the writer's clock, which
             is compared with the clock of the process that checks: keep hosts' clocks in sync.
         heartbeat_stale_trial_callback: Called after each stale trial is failed, e.g.
-            ``optuna.storages.RetryFailedTrialCallback()``.
+            ``optuna.storages.RetryHeartbeatStaleTrialCallback()``.
 
     Raises:
         NotAJournalError: The backend holds something that is not a journal.

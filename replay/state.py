@@ -310,6 +310,10 @@ class State:
     ) -> list[FrozenTrial]:
         """The study's trials; ``deep`` builds copies the caller may change freely."""
         study = self.study(study_id)
+        if isinstance(states, (tuple, list, set, frozenset)) and not any(
+            study.counts[s.value] for s in states
+        ):
+            return []  # Optuna asks for the WAITING trials before every trial: mostly none
         sets = self.dist_sets
         if deep:
             # Each distribution is copied once per call, as one copy.deepcopy of the list would.
