@@ -8,7 +8,7 @@ for rates ours / reference, for durations reference / ours.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 import contextlib
 from dataclasses import dataclass, field
 import json
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -34,6 +34,8 @@ from optuna_journal.backends.base import Backend
 from optuna_journal.backends.file import FileBackend
 from optuna_journal.backends.memory import MemoryBackend
 from optuna_journal.storage import JournalStorage
+
+T = TypeVar("T")
 
 REFERENCE = "optuna-file"
 
@@ -184,7 +186,7 @@ def bench_growth(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Resu
     tenth = n // 10
     results: list[Result] = []
     kinds = [k for k in _kinds(redis_url) if k in ("optuna-file", "ours-file", "ours-redis")]
-    for kind in _progress_items(kinds, "growth"):
+    for kind in _progress(kinds, "growth", unit="storage"):
         storage = make(kind, os.path.join(workdir, f"growth-{kind}"), redis_url)
         study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
         first = Result(f"growth, trials 0-{tenth}", kind, "trials/s", higher_is_better=True)
@@ -477,12 +479,8 @@ def bench_memory(sizes: Sizes, workdir: str) -> list[Result]:
     return list(rows.values())
 
 
-def _progress(it: range, what: str) -> Iterator[int]:
-    return iter(tqdm(it, desc=what, unit="round", leave=False))
-
-
-def _progress_items(items: list[str], what: str) -> Iterator[str]:
-    return iter(tqdm(items, desc=what, unit="storage", leave=False))
+def _progress(it: Iterable[T], what: str, unit: str = "round") -> Iterator[T]:
+    return iter(tqdm(it, desc=what, unit=unit, leave=False))
 
 
 @contextlib.contextmanager

@@ -66,25 +66,14 @@ class TrialRow(msgspec.Struct, array_like=True, gc=False):
                 self.intermediate_values,
                 self.trial_id,
             )
-        return _frozen_trial(
-            self.number,
-            TRIAL_STATES[self.state],
-            None if self.values is None else list(self.values),
-            self.datetime_start,
-            self.datetime_complete,
-            dict(self.params),
-            dict(distributions),  # Optuna's Trial adds to its cached trial's dicts
-            dict(self.user_attrs),
-            dict(self.system_attrs),
-            dict(self.intermediate_values),
-            self.trial_id,
-        )
+        # A running trial's copy is a copy: Optuna's Trial adds to its cached trial's dicts.
+        return self.freeze_deep(distributions)
 
     def freeze_deep(self, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
         """A ``FrozenTrial`` the caller may change freely, as ``copy.deepcopy`` would make it.
 
-        ``distributions`` is the row's set already deep-copied for this call; each trial gets
-        its own dict of them.
+        ``distributions`` is the row's set, deep-copied for this call where the caller owns
+        the result; each trial gets its own dict of them.
         """
         return _frozen_trial(
             self.number,
