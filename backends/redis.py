@@ -8,7 +8,11 @@ journal maps to one slot. Many journals share a server by name.
 Order: stream ids give the total order replay uses. The head (record 0) is written with the
 explicit id ``0-1``, which Redis accepts only while the stream is empty: written once.
 
-Atomicity: an append of several records is one ``MULTI``/``EXEC``: all or none.
+Appends: one Lua script (``EVALSHA``) adds the records and reads back everything after this
+process's last read, its own records included: one round trip, one reply. A script runs
+atomically and cannot fail after its first ``XADD`` succeeded: a key of another type fails
+that one, and a server short of memory refuses a script's writes only at its first. So an
+append of several records lands whole or not at all.
 
 Lost replies and restarts: a connection error or timeout is retried with bounded exponential
 backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
@@ -31,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 import errno
 import functools
+import hashlib
 import logging
 import random
 import time
@@ -55,6 +60,17 @@ _HEAD_ID = "0-1"
 _BATCH = 10_000
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+# KEYS[1]: the stream; ARGV: where to read from, how many at most, then the records to add.
+_APPEND = (
+    b"""
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], '*', '%s', ARGV[i])
+end
+return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+"""
+    % _FIELD
+)
+_APPEND_SHA = hashlib.sha1(_APPEND).hexdigest()
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -118,7 +134,7 @@ class RedisBackend:
         # XRANGE replies as the server sends them: redis-py's own parsing into a dict per entry
         # costs more than everything else in a cold open.
         self._client.set_response_callback("XRANGE", _raw_reply)
-        # The last entry this process has read, and what its last append's transaction read
+        # The last entry this process has read, and what its last append's script read
         # after it (see append).
         self._seen: Cursor | None = None
         self._recent: tuple[Cursor, list[Any]] | None = None
@@ -142,21 +158,21 @@ class RedisBackend:
 
     def append(self, payloads: Sequence[bytes]) -> None:
         seen = self._seen
+        # Reads back only after what this process has read (COUNT 0 reads nothing).
+        start, count = ("-", 0) if seen is None else (f"({seen.token}", _BATCH)
+        args = (1, self._key, start, count, *payloads)
 
-        def xadd() -> list[Any]:
-            pipe = self._client.pipeline(transaction=True)
-            for payload in payloads:
-                pipe.xadd(self._key, {_FIELD: payload})
-            if seen is not None:
-                # In the same transaction, everything after what this process last read, ours
-                # included: the read that follows an append needs no round trip of its own.
-                pipe.xrange(self._key, f"({seen.token}", "+", _BATCH)
-            return pipe.execute()
+        def run() -> list[Any]:
+            try:
+                return cast(
+                    "list[Any]", self._client.execute_command("EVALSHA", _APPEND_SHA, *args)
+                )
+            except redis.exceptions.NoScriptError:  # a new or restarted server: send it whole
+                return cast("list[Any]", self._client.execute_command("EVAL", _APPEND, *args))
 
-        replies = self._call(xadd, self._retry_timeout)
-        self._recent = None
-        if seen is not None and len(replies[-1]) < _BATCH:
-            self._recent = (seen, replies[-1])
+        entries = self._call(run, self._retry_timeout)
+        # What the script read is what the next read would read, if nothing came in between.
+        self._recent = (seen, entries) if seen is not None and len(entries) < _BATCH else None
 
     def append_head(self, payload: bytes) -> None:
         def xadd_head() -> None:
@@ -172,7 +188,7 @@ class RedisBackend:
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
         recent, self._recent = self._recent, None
         if recent is not None and after == recent[0]:
-            # Up to this process's last append, as the append's own transaction read it.
+            # Up to this process's last append, as the append's own script read it.
             # Entries after it are left to the next read, as if this one had come a moment
             # sooner.
             entries = recent[1]

@@ -42,6 +42,26 @@ def test_redis_reads_in_batches_across_the_batch_size(redis_server: RedisServer)
     assert _all(backend, batches[0].cursor)[0][0] == b"9999"
 
 
+def test_redis_append_survives_a_server_that_forgot_the_script(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url, name=_name())
+    backend.append_head(b"h")
+    list(backend.read())
+    backend.append([b"a"])
+    redis.Redis.from_url(redis_server.url).script_flush()  # as a restart would
+    backend.append([b"b", b"c"])
+    assert _all(backend)[0] == [b"h", b"a", b"b", b"c"]
+
+
+def test_redis_append_of_several_records_to_a_key_of_another_type_writes_none(
+    redis_server: RedisServer,
+) -> None:
+    backend = RedisBackend(redis_server.url, name=_name())
+    redis.Redis.from_url(redis_server.url).set(backend.key, b"not a stream")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        backend.append([b"a", b"b"])
+    assert redis.Redis.from_url(redis_server.url).get(backend.key) == b"not a stream"
+
+
 def test_redis_keys_are_namespaced_with_a_cluster_hash_tag(redis_server: RedisServer) -> None:
     backend = RedisBackend(redis_server.url, name="my-study")
     backend.append_head(b"h")

@@ -83,7 +83,7 @@ def test_redis_server_killed_and_restarted_mid_run_loses_nothing(
 def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
     redis_server: RedisServer,
 ) -> None:
-    proxy = ReplyDroppingProxy(redis_server.port, marker=b"XADD", probability=0.15)
+    proxy = ReplyDroppingProxy(redis_server.port, marker=b"EVALSHA", probability=0.15)
     name = uuid.uuid4().hex
     storage = JournalStorage(RedisBackend(proxy.url, name=name))
     study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
