@@ -39,8 +39,13 @@ class Backend(Protocol):
         """A path or URL naming this log, for messages and for reopening it elsewhere."""
         ...
 
-    def append(self, payloads: Sequence[bytes]) -> None:
+    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
         """Append payloads at the end of the log, in order; durable when this returns.
+
+        With ``sync=False`` a medium that makes appends durable itself (the file backend on a
+        local filesystem, by ``fsync``) may leave that to its next synced append: the payloads
+        are in the log and every reader sees them, but an OS crash or power loss before then
+        can lose them.
 
         Raises:
             OSError: The medium failed; nothing was acknowledged.

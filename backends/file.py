@@ -10,7 +10,9 @@ The writer finds the true end of the valid frames, writes its frames there with
 ``pwrite``, cuts off anything after them, and ``fsync`` s before it releases the lock.
 Readers take no lock: they read complete frames from their last offset.
 
-Durability: an append is on stable storage when :meth:`FileBackend.append` returns.
+Durability: an append is on stable storage when :meth:`FileBackend.append` returns, unless
+it was made with ``sync=False`` on a local filesystem: then it reaches stable storage with the
+next synced append to the log, by any process.
 
 Snapshot: ``<log>.snapshot`` beside the log, replaced atomically (temp file, fsync, rename,
 fsync of the directory).
@@ -115,13 +117,16 @@ class FileBackend:
         kind = "flock" if isinstance(self._lock, FlockLock) else "lease"
         return (FileBackend, (self._path, kind, self._lock.lease or 10.0, self._lock.timeout))
 
-    def append(self, payloads: Sequence[bytes]) -> None:
+    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+        """Append under the lock; ``fsync`` before releasing it, unless ``sync`` is false and
+        the filesystem is local (every process shares its page cache, so the next reader and
+        writer see the frames anyway; on NFS only an ``fsync`` sends them to the server)."""
         with self._lock.hold():
-            self._append_locked(payloads, only_if_empty=False)
+            self._append_locked(payloads, only_if_empty=False, sync=sync or not self._local)
 
     def append_head(self, payload: bytes) -> None:
         with self._lock.hold():
-            self._append_locked([payload], only_if_empty=True)
+            self._append_locked([payload], only_if_empty=True, sync=True)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
         try:
@@ -296,7 +301,7 @@ class FileBackend:
                 self._end, self._recent = (None, Cursor(0, 0)), None
             return found
 
-    def _append_locked(self, payloads: Sequence[bytes], only_if_empty: bool) -> None:
+    def _append_locked(self, payloads: Sequence[bytes], only_if_empty: bool, sync: bool) -> None:
         data = b"".join(frames.pack(p) for p in payloads)
         try:
             fd, identity, size, close = self._open(write=True)
@@ -334,7 +339,8 @@ class FileBackend:
                 _pwrite_all(fd, data, offset)
                 if size > offset + len(data):
                     os.ftruncate(fd, offset + len(data))
-                os.fsync(fd)
+                if sync:  # also makes earlier unsynced frames durable, whoever wrote them
+                    os.fsync(fd)
             except OSError as err:
                 # A full disk or an I/O error: take back what was written, so the log stays as
                 # it was (a partial frame would be an invisible torn tail anyway).

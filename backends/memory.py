@@ -25,7 +25,7 @@ class MemoryBackend:
     def location(self) -> str:
         return f"memory:{id(self):#x}"
 
-    def append(self, payloads: Sequence[bytes]) -> None:
+    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
         with self._lock:
             self._payloads.extend(payloads)
 

@@ -156,7 +156,8 @@ class RedisBackend:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self._url, self._name, self._connect_timeout, self._retry_timeout))
 
-    def append(self, payloads: Sequence[bytes]) -> None:
+    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+        """Durability is the server's (see the module's docstring): ``sync`` changes nothing."""
         seen = self._seen
         # Reads back only after what this process has read (COUNT 0 reads nothing).
         start, count = ("-", 0) if seen is None else (f"({seen.token}", _BATCH)

@@ -69,6 +69,16 @@ _ERRORS: dict[Reason, type[Exception]] = {
 
 R = TypeVar("R", bound=AnyRecord)
 
+# What a running trial does between its start and its end; with durability="trial" these
+# appends are not synced on their own.
+_WITHIN_TRIAL = (
+    TrialParamSet,
+    TrialIntermediateValueSet,
+    TrialUserAttrSet,
+    TrialSystemAttrSet,
+    TrialHeartbeat,
+)
+
 
 _LARGE_BATCH = 1000
 
@@ -125,6 +135,15 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
             is compared with the clock of the process that checks: keep hosts' clocks in sync.
         heartbeat_stale_trial_callback: Called after each stale trial is failed, e.g.
             ``optuna.storages.RetryHeartbeatStaleTrialCallback()``.
+        durability: When a write reaches stable storage. ``"append"`` (the default): every
+            write, before its call returns. ``"trial"``: writes that create, claim or finish
+            a trial or change a study; the writes of a running trial (params, reports,
+            attrs, heartbeats) are in the log at once, seen by every process and kept if the
+            writing process is killed, and reach stable storage with the next synced write.
+            An OS crash or power loss can lose them: a running trial's progress. It changes
+            the file backend on a local filesystem (an ``fsync`` per trial's end instead of
+            one per write); on NFS every write is synced anyway, and Redis's durability is
+            the server's.
 
     Raises:
         NotAJournalError: The backend holds something that is not a journal.
@@ -149,7 +168,10 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
         heartbeat_interval: int | None = None,
         grace_period: int | None = None,
         heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+        durability: str = "append",
     ) -> None:
+        if durability not in ("append", "trial"):
+            raise ValueError(f"durability must be 'append' or 'trial', got {durability!r}")
         if snapshot_every < 0:
             raise ValueError(f"snapshot_every must be 0 (never) or positive, got {snapshot_every}")
         if heartbeat_interval is not None and heartbeat_interval <= 0:
@@ -161,6 +183,7 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
         self._heartbeat_interval = heartbeat_interval
         self._grace_period = grace_period
         self._heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+        self._durability = durability
         self._lock = threading.Lock()
         self._state = State()
         self._cursor: Cursor | None = None
@@ -205,6 +228,7 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
                 self._heartbeat_interval,
                 self._grace_period,
                 self._heartbeat_stale_trial_callback,
+                self._durability,
             ),
         )
 
@@ -349,7 +373,8 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
         self._writable()
         payload = codec.encode(record)
         with self._lock:
-            self._backend.append([payload])
+            sync = self._durability == "append" or not isinstance(record, _WITHIN_TRIAL)
+            self._backend.append([payload], sync=sync)
             verdict = self._sync(record)
         if isinstance(verdict, Rejected):
             raise _ERRORS[verdict.reason](verdict.message)
@@ -654,6 +679,7 @@ def _reopen(
     heartbeat_interval: int | None,
     grace_period: int | None,
     callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+    durability: str,
 ) -> JournalStorage:
     return JournalStorage(
         backend,
@@ -661,6 +687,7 @@ def _reopen(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
         heartbeat_stale_trial_callback=callback,
+        durability=durability,
     )
 
 

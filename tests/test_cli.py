@@ -77,6 +77,9 @@ def test_cli_bench_quick_measures_ours_against_optuna(tmp_path: Path) -> None:
     measured = {(r["workload"], r["storage"]) for r in results if r["samples"]}
     assert {("cold open", "ours-file"), ("cold open", "ours-file+snapshot")} <= measured
     assert {("cold open", "ours-redis"), ("cold open", "optuna-redis")} <= measured
+    assert {("lifecycle", "ours-file-trial"), ("concurrency, 4 processes", "ours-file-trial")} <= (
+        measured
+    )
     assert all(r["ratio"] > 0 for r in results)
     workloads = {r["workload"] for r in results}
     assert {

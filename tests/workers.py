@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 from pathlib import Path
@@ -112,3 +113,22 @@ def quadratic(trial: optuna.Trial) -> float:
     """A cheap objective for the Dask workers (importable by module name)."""
     x = trial.suggest_float("x", -10, 10)
     return (x - 2) ** 2
+
+
+def run_trials_until_killed(path: str, acks: str) -> None:
+    """Run trials on a journal with ``durability="trial"`` forever, logging each acknowledged
+    write to ``acks`` as ``trial_id kind``; every fifth trial is left running."""
+    storage = JournalStorage(FileBackend(path), durability="trial", snapshot_every=25)
+    study_id = storage.get_study_id_from_name("crash")
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    for n in itertools.count():
+        trial_id = storage.create_new_trial(study_id)
+        storage.set_trial_param(trial_id, "x", 0.5, dist)
+        os.write(fd, f"{trial_id} param\n".encode())
+        for step in range(3):
+            storage.set_trial_intermediate_value(trial_id, step, float(step))
+            os.write(fd, f"{trial_id} step{step}\n".encode())
+        if n % 5:
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [0.5])
+            os.write(fd, f"{trial_id} complete\n".encode())

@@ -16,7 +16,7 @@ from optuna_journal import CorruptLogError, FileBackend, JournalStorage
 from optuna_journal.backends import frames
 from optuna_journal.cli import main
 from optuna_journal.verify import verify
-from tests.workers import write_until_killed
+from tests.workers import run_trials_until_killed, write_until_killed
 
 ctx = multiprocessing.get_context("spawn")
 SOAK = os.environ.get("OPTUNA_JOURNAL_SOAK") == "1"
@@ -131,3 +131,39 @@ def test_recovery_writer_killed_at_random_moments_loses_nothing_acknowledged(
     print(f"{lock}: rounds that left a torn tail: {torn}, a lease lock to take over: {stale}")
     if lock == "lease":  # a dead holder's flock is released by the kernel: nothing to see
         assert stale, "no kill landed inside an append: the test exercised nothing"
+
+
+def test_recovery_writer_with_durability_trial_killed_loses_nothing_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Unsynced appends are in the page cache, which outlives a killed process."""
+    path, acks = tmp_path / "s.journal", tmp_path / "acks"
+    storage = JournalStorage(FileBackend(path))
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "crash")
+    rng = random.Random(1)
+    for _ in range(30 if SOAK else 10):
+        acks.write_text("")
+        child = ctx.Process(target=run_trials_until_killed, args=(str(path), str(acks)))
+        child.start()
+        deadline = time.monotonic() + 60
+        while not acks.read_text() and time.monotonic() < deadline:
+            assert child.is_alive(), "the writer died before it was killed"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.3))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+
+        trials = {
+            t._trial_id: t for t in JournalStorage(FileBackend(path)).get_all_trials(study_id)
+        }
+        for line in acks.read_text().splitlines():
+            trial_id, what = int(line.split()[0]), line.split()[1]
+            trial = trials[trial_id]
+            if what == "param":
+                assert trial.params == {"x": 0.5}
+            elif what == "complete":
+                assert trial.state == optuna.trial.TrialState.COMPLETE
+            else:
+                assert int(what.removeprefix("step")) in trial.intermediate_values
+        FileBackend(path).repair(str(tmp_path / "cut"))
+        assert verify(str(path)).sound

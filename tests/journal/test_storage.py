@@ -140,6 +140,36 @@ def test_storage_pickles_as_its_location_and_replays(tmp_path: Path) -> None:
     assert restored.get_study_user_attrs(study_id) == storage.get_study_user_attrs(study_id)
 
 
+@pytest.mark.parametrize("durability, per_trial", [("append", 8), ("trial", 2)])
+def test_storage_durability_decides_which_writes_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str, per_trial: int
+) -> None:
+    """ "trial": one fsync where a trial starts and one where it ends, none in between."""
+    storage = JournalStorage(
+        FileBackend(tmp_path / "s.journal"), snapshot_every=0, durability=durability
+    )
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
+    fsynced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real(fd))[1])
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        trial.suggest_int("n", 0, 3)
+        for step in range(3):
+            trial.report(x, step)
+        trial.set_user_attr("a", 1)
+        return x
+
+    study.optimize(objective, n_trials=3)
+    assert len(fsynced) == 3 * per_trial
+    replayed = JournalStorage(FileBackend(tmp_path / "s.journal"))
+    assert replayed.get_all_trials(0) == storage.get_all_trials(0)
+    assert pickle.loads(pickle.dumps(storage))._durability == durability
+    with pytest.raises(ValueError, match="durability must be"):
+        JournalStorage(MemoryBackend(), durability="never")
+
+
 def test_storage_open_storage_opens_a_path(tmp_path: Path) -> None:
     storage = open_storage(tmp_path / "s.journal")
     study = optuna.create_study(storage=storage, study_name="s")
@@ -195,9 +225,9 @@ def test_storage_refuses_to_open_a_log_corrupt_in_the_middle(tmp_path: Path) -> 
 class _RepeatingBackend(MemoryBackend):
     """Lands every append twice, as a retry after a lost reply does."""
 
-    def append(self, payloads: Sequence[bytes]) -> None:
-        super().append(payloads)
-        super().append(payloads)
+    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+        super().append(payloads, sync)
+        super().append(payloads, sync)
 
 
 def test_storage_repeated_appends_take_effect_once() -> None:
