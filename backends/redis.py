@@ -161,15 +161,13 @@ class RedisBackend:
         seen = self._seen
         # Reads back only after what this process has read (COUNT 0 reads nothing).
         start, count = ("-", 0) if seen is None else (f"({seen.token}", _BATCH)
-        args = (1, self._key, start, count, *payloads)
+        args: list[bytes | str | int] = [self._key, start, count, *payloads]
 
         def run() -> list[Any]:
             try:
-                return cast(
-                    "list[Any]", self._client.execute_command("EVALSHA", _APPEND_SHA, *args)
-                )
+                return cast("list[Any]", self._client.evalsha(_APPEND_SHA, 1, *args))
             except redis.exceptions.NoScriptError:  # a new or restarted server: send it whole
-                return cast("list[Any]", self._client.execute_command("EVAL", _APPEND, *args))
+                return cast("list[Any]", self._client.eval(_APPEND.decode(), 1, *args))
 
         entries = self._call(run, self._retry_timeout)
         # What the script read is what the next read would read, if nothing came in between.
