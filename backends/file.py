@@ -229,6 +229,10 @@ class FileBackend:
         return self._path + ".snapshot"
 
     def save_snapshot(self, data: bytes) -> None:
+        # The log first: a snapshot must never be ahead of what a crash leaves of the log
+        # (appends made with sync=False may not be on stable storage yet).
+        with open(self._path, "rb") as log:
+            os.fsync(log.fileno())
         # temp file -> fsync -> rename -> fsync the directory: a reader sees the old snapshot
         # or the new one, whole, and a crash at any point leaves one of them.
         temp = f"{self.snapshot_path}.{uuid.uuid4().hex}.tmp"

@@ -170,6 +170,25 @@ def test_storage_durability_decides_which_writes_are_fsynced(
         JournalStorage(MemoryBackend(), durability="never")
 
 
+def test_storage_snapshot_never_gets_ahead_of_unsynced_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.journal"
+    storage = JournalStorage(FileBackend(path), snapshot_every=0, durability="trial")
+    study_id = storage.create_new_study(MIN)
+    trial_id = storage.create_new_trial(study_id)
+    fsynced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (fsynced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1]
+    )
+    storage.set_trial_user_attr(trial_id, "a", 1)  # not synced on its own
+    assert fsynced == []
+    storage.snapshot()
+    assert fsynced[0] == str(path)  # the log, before the snapshot is written
+    assert fsynced[1].startswith(f"{path}.snapshot.") and fsynced[2] == str(tmp_path)
+
+
 def test_storage_open_storage_opens_a_path(tmp_path: Path) -> None:
     storage = open_storage(tmp_path / "s.journal")
     study = optuna.create_study(storage=storage, study_name="s")
