@@ -141,9 +141,9 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
             attrs, heartbeats) are in the log at once, seen by every process and kept if the
             writing process is killed, and reach stable storage with the next synced write.
             An OS crash or power loss can lose them: a running trial's progress. It changes
-            the file backend on a local filesystem (an ``fsync`` per trial's end instead of
-            one per write); on NFS every write is synced anyway, and Redis's durability is
-            the server's.
+            the file backend on a local filesystem (two ``fsync`` s a trial, where it starts
+            and where it ends, instead of one per write); on NFS every write is synced
+            anyway, and Redis's durability is the server's.
 
     Raises:
         NotAJournalError: The backend holds something that is not a journal.
