@@ -8,6 +8,7 @@ from pathlib import Path
 import random
 import signal
 import time
+from typing import Any
 
 import optuna
 import pytest
@@ -96,6 +97,20 @@ def test_recovery_repair_force_cuts_corruption_in_the_middle(tmp_path: Path) -> 
     assert verify(str(path)).sound
 
 
+def _kill_at_random(target: Any, args: tuple[str, ...], acks: Path, rng: random.Random) -> None:
+    """Start a writer, wait for its first acknowledged write, SIGKILL it up to 0.3 s later."""
+    acks.write_text("")
+    child = ctx.Process(target=target, args=args)
+    child.start()
+    deadline = time.monotonic() + 60
+    while not acks.read_text() and time.monotonic() < deadline:
+        assert child.is_alive(), "the writer died before it was killed"
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, 0.3))
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+
+
 @pytest.mark.parametrize("lock, rounds", [("lease", 100), ("flock", 30)])
 def test_recovery_writer_killed_at_random_moments_loses_nothing_acknowledged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, lock: str, rounds: int
@@ -108,16 +123,7 @@ def test_recovery_writer_killed_at_random_moments_loses_nothing_acknowledged(
     rng = random.Random(0)
     torn = 0
     for _ in range(rounds * 3 if SOAK else rounds):
-        acks.write_text("")
-        child = ctx.Process(target=write_until_killed, args=(str(path), str(acks), lock, lease))
-        child.start()
-        deadline = time.monotonic() + 60
-        while not acks.read_text() and time.monotonic() < deadline:
-            assert child.is_alive(), "the writer died before it was killed"
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
+        _kill_at_random(write_until_killed, (str(path), str(acks), lock, lease), acks, rng)
 
         reopened = JournalStorage(FileBackend(path, lock, lock_lease=lease))  # must not raise
         attrs = reopened.get_study_user_attrs(study_id)
@@ -142,16 +148,7 @@ def test_recovery_writer_with_durability_trial_killed_loses_nothing_acknowledged
     study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "crash")
     rng = random.Random(1)
     for _ in range(30 if SOAK else 10):
-        acks.write_text("")
-        child = ctx.Process(target=run_trials_until_killed, args=(str(path), str(acks)))
-        child.start()
-        deadline = time.monotonic() + 60
-        while not acks.read_text() and time.monotonic() < deadline:
-            assert child.is_alive(), "the writer died before it was killed"
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
+        _kill_at_random(run_trials_until_killed, (str(path), str(acks)), acks, rng)
 
         trials = {
             t._trial_id: t for t in JournalStorage(FileBackend(path)).get_all_trials(study_id)
