@@ -61,16 +61,13 @@ _BATCH = 10_000
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 # KEYS[1]: the stream; ARGV: where to read from, how many at most, then the records to add.
-_APPEND = (
-    b"""
+_APPEND = f"""
 for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], '*', '%s', ARGV[i])
+  redis.call('XADD', KEYS[1], '*', '{_FIELD.decode()}', ARGV[i])
 end
 return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 """
-    % _FIELD
-)
-_APPEND_SHA = hashlib.sha1(_APPEND).hexdigest()
+_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -167,7 +164,7 @@ class RedisBackend:
             try:
                 return cast("list[Any]", self._client.evalsha(_APPEND_SHA, 1, *args))
             except redis.exceptions.NoScriptError:  # a new or restarted server: send it whole
-                return cast("list[Any]", self._client.eval(_APPEND.decode(), 1, *args))
+                return cast("list[Any]", self._client.eval(_APPEND, 1, *args))
 
         entries = self._call(run, self._retry_timeout)
         # What the script read is what the next read would read, if nothing came in between.

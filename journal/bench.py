@@ -512,6 +512,17 @@ def _redis(url: str | None, workdir: str) -> Iterator[str | None]:
         server.stop()
 
 
+WORKLOADS: dict[str, Callable[[Sizes, str, str | None], list[Result]]] = {
+    "optimize": bench_optimize,  # lifecycle and tpe
+    "reads": bench_reads,
+    "concurrency": bench_concurrency,
+    "cold-open": bench_cold_open,
+    "memory": lambda sizes, workdir, redis_url: bench_memory(sizes, workdir),
+    "growth": bench_growth,
+}
+"""Each workload by the name ``--only`` takes, in the order a full run runs them."""
+
+
 def ratio(result: Result, reference: Result | None) -> float | None:
     if reference is None or not reference.samples or not result.samples:
         return None
@@ -555,17 +566,9 @@ def run(
     with tempfile.TemporaryDirectory(prefix="optuna-journal-bench-") as workdir:
         with _redis(redis_url, workdir) as url:
             started = time.perf_counter()
-            workloads: dict[str, Callable[[], list[Result]]] = {
-                "optimize": lambda: bench_optimize(sizes, workdir, url),
-                "reads": lambda: bench_reads(sizes, workdir, url),
-                "concurrency": lambda: bench_concurrency(sizes, workdir, url),
-                "cold-open": lambda: bench_cold_open(sizes, workdir, url),
-                "memory": lambda: bench_memory(sizes, workdir),
-                "growth": lambda: bench_growth(sizes, workdir, url),
-            }
-            for name, workload in workloads.items():
+            for name, workload in WORKLOADS.items():
                 if only is None or name in only:
-                    results += workload()
+                    results += workload(sizes, workdir, url)
     print(f"\n{machine()}; {time.perf_counter() - started:.0f} s\n")
     print(table(results))
     if json_path:

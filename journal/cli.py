@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import optuna
 
+from optuna_journal import bench as benchmark
 from optuna_journal.errors import JournalError
 from optuna_journal.records import AnyRecord, JournalHeader
 from optuna_journal.storage import JournalStorage
@@ -81,7 +82,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         "--only",
         nargs="+",
         metavar="WORKLOAD",
-        choices=["optimize", "reads", "concurrency", "cold-open", "memory", "growth"],
+        choices=list(benchmark.WORKLOADS),
         help="run only these workloads (optimize is lifecycle and tpe; default: all)",
     )
     bench.add_argument(
@@ -239,9 +240,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from optuna_journal import bench
-
-    return bench.run(args.quick, args.json, args.redis, args.only)
+    return benchmark.run(args.quick, args.json, args.redis, args.only)
 
 
 def _studies(args: argparse.Namespace) -> int:

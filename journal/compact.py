@@ -142,7 +142,8 @@ def _fold(records: list[AnyRecord], count: int, archive: str | None) -> list[Any
     out: list[AnyRecord] = []
 
     def add(kind: type[AnyRecord], **fields: object) -> None:
-        out.append(kind(writer=writer, rid=len(out) + 1, at=at, **fields))  # type: ignore[arg-type]
+        """Append a record of ``kind``, written now unless ``fields`` give its ``at``."""
+        out.append(kind(writer=writer, rid=len(out) + 1, **{"at": at, **fields}))  # type: ignore[arg-type]
 
     deleted = []
     for kind, ident, study_id in created:
@@ -172,14 +173,8 @@ def _fold(records: list[AnyRecord], count: int, archive: str | None) -> list[Any
     for ident in deleted:
         add(StudyDeleted, study_id=ident)
     for ident, row in state.beating.items():  # running trials keep their last heartbeat
-        out.append(
-            TrialHeartbeat(
-                writer=writer,
-                rid=len(out) + 1,
-                at=datetime.fromtimestamp(cast(float, row.heartbeat), timezone.utc),
-                trial_id=ident,
-            )
-        )
+        when = datetime.fromtimestamp(cast(float, row.heartbeat), timezone.utc)
+        add(TrialHeartbeat, at=when, trial_id=ident)
     add(LogCompacted, last_rid=dict(state.last_rid), folded=count, archive=archive)
     return out
 
