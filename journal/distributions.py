@@ -44,10 +44,15 @@ def _build(dist: AnyDistribution) -> BaseDistribution:
 _cache: dict[object, BaseDistribution] = {}
 
 
+def distribution_key(dist: AnyDistribution) -> object:
+    """A key equal for two records only if they describe the same distribution."""
+    # Types are part of it: (1,), (1.0,) and (True,) are equal tuples but other choices.
+    return (dist, *map(type, dist.choices)) if type(dist) is CategoricalDist else dist
+
+
 def from_record(dist: AnyDistribution) -> BaseDistribution:
     """Rebuild the Optuna distribution; equal records share one (never mutated) object."""
-    # Types are part of the key: (1,), (1.0,) and (True,) are equal tuples but other choices.
-    key = (dist, *map(type, dist.choices)) if type(dist) is CategoricalDist else dist
+    key = distribution_key(dist)
     built = _cache.get(key)
     if built is None:
         built = _build(dist)

@@ -79,8 +79,8 @@ _WITHIN_TRIAL = (
     TrialHeartbeat,
 )
 
-
-_LARGE_BATCH = 1000
+_LARGE_BATCH = 100
+"""A batch this large is a replay, not a sync after one write: the GC is held off for it."""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from optuna.distributions import check_distribution_compatibility
 from optuna.study import StudyDirection
 
-from optuna_journal.distributions import from_record
+from optuna_journal.distributions import distribution_key, from_record
 from optuna_journal.records import (
     AnyRecord,
     LogCompacted,
@@ -222,16 +222,20 @@ def _trial_param_set(state: State, record: TrialParamSet) -> Verdict:
     if row is None or row.state in FINISHED:
         return _not_updatable(record.trial_id, row)
     study = state.studies[row.study_id]
-    dist = from_record(record.distribution)
-    first = study.first_distribution.setdefault(record.name, dist)
-    if first is not dist:
-        try:
-            check_distribution_compatibility(first, dist)
-        except ValueError as err:
-            return Rejected(Reason.INCOMPATIBLE_DISTRIBUTION, f"{record.name}: {err}")
-    name = intern(record.name)  # one string for the name in every trial, not one each
+    key = (row.dist_set, record.name, distribution_key(record.distribution))
+    step = study.param_steps.get(key)
+    if step is None:
+        dist = from_record(record.distribution)
+        first = study.first_distribution.setdefault(record.name, dist)
+        if first is not dist:
+            try:
+                check_distribution_compatibility(first, dist)
+            except ValueError as err:
+                return Rejected(Reason.INCOMPATIBLE_DISTRIBUTION, f"{record.name}: {err}")
+        name = intern(record.name)  # one string for the name in every trial, not one each
+        step = study.param_steps[key] = (name, dist, state.with_param(row.dist_set, name, dist))
+    name, dist, row.dist_set = step
     row.params[name] = dist.to_external_repr(record.internal)
-    row.dist_set = state.with_param(row.dist_set, name, dist)
     study.stale.add(row.number)
     return None
 

@@ -184,6 +184,7 @@ class StudyRow:
         "counts",
         "best",
         "first_distribution",
+        "param_steps",
     )
 
     def __init__(self, study_id: int, name: str, directions: list[StudyDirection]) -> None:
@@ -202,6 +203,9 @@ class StudyRow:
         self.best: TrialRow | None = None  # single-objective studies only
         # The first distribution recorded for each param name: later ones must be compatible.
         self.first_distribution: dict[str, BaseDistribution] = {}
+        # (distribution set, name, distribution key) -> what a compatible param record adds:
+        # the interned name, the distribution and the set with it. Replay's cache, not state.
+        self.param_steps: dict[tuple[int, str, object], tuple[str, BaseDistribution, int]] = {}
 
     def freeze(self) -> FrozenStudy:
         if self.frozen_study is None:

@@ -124,6 +124,27 @@ def test_replay_duplicate_name_and_finished_trial_are_rejected_without_effect() 
     assert state.trials[0].state.name == "COMPLETE" and state.trials[0].intermediate_values == {}
 
 
+def test_replay_params_keep_their_choice_types_and_every_incompatible_one_is_rejected() -> None:
+    ints, bools = r.CategoricalDist((1, 2)), r.CategoricalDist((True, 2))  # equal as tuples
+    wide = r.FloatDist(0.0, 1.0)
+    records = [_rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,))]
+    for trial_id in range(3):
+        records.append(_rec(r.TrialCreated, writer=str(trial_id), study_id=0))
+    for trial_id, dist in enumerate([ints, bools, ints]):
+        records.append(
+            _rec(r.TrialParamSet, trial_id=trial_id, name="c", internal=0.0, distribution=dist)
+        )
+    for trial_id in range(3):  # "c" is categorical in this study: a float "c" never fits
+        records.append(
+            _rec(r.TrialParamSet, trial_id=trial_id, name="c", internal=0.5, distribution=wide)
+        )
+    state, verdicts = _replay(records)
+    assert [type(state.trials[i].params["c"]) for i in range(3)] == [int, bool, int]
+    assert state.trials[0].dist_set == state.trials[2].dist_set != state.trials[1].dist_set
+    for verdict in verdicts[-3:]:
+        assert isinstance(verdict, Rejected) and verdict.reason is Reason.INCOMPATIBLE_DISTRIBUTION
+
+
 def test_replay_deleted_study_frees_its_name_but_never_its_ids() -> None:
     state, verdicts = _replay(
         [
