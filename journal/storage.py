@@ -80,7 +80,8 @@ _WITHIN_TRIAL = (
 )
 
 _LARGE_BATCH = 100
-"""A batch this large is a replay, not a sync after one write: the GC is held off for it."""
+"""Replaying this many records, or freezing this many trials, allocates objects that all live
+on (a sync after one write replays a few): the GC is held off for it."""
 
 
 @contextlib.contextmanager
