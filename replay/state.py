@@ -152,19 +152,19 @@ def _frozen_trial(
             trial_id=trial_id,
         )
     trial: FrozenTrial = object.__new__(FrozenTrial)
-    trial.__dict__ = {
-        "_number": number,
-        "state": state,
-        "_values": values,
-        "_datetime_start": datetime_start,
-        "datetime_complete": datetime_complete,
-        "_params": params,
-        "_user_attrs": user_attrs,
-        "_system_attrs": system_attrs,
-        "intermediate_values": intermediate_values,
-        "_distributions": distributions,
-        "_trial_id": trial_id,
-    }
+    # In __init__'s order, so that every instance shares its class's dict keys (CPython's
+    # split dicts): a third of the memory of a dict of its own, and faster to build.
+    trial._number = number
+    trial.state = state
+    trial._values = values
+    trial._datetime_start = datetime_start
+    trial.datetime_complete = datetime_complete
+    trial._params = params
+    trial._user_attrs = user_attrs
+    trial._system_attrs = system_attrs
+    trial.intermediate_values = intermediate_values
+    trial._distributions = distributions
+    trial._trial_id = trial_id
     return trial
 
 
