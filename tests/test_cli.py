@@ -80,6 +80,15 @@ def test_cli_bench_quick_measures_ours_against_optuna(tmp_path: Path) -> None:
     assert {("lifecycle", "ours-file-trial"), ("concurrency, 4 processes", "ours-file-trial")} <= (
         measured
     )
+    # The ceilings of durable appends run where one process writes, and ours is put beside them.
+    assert {("tpe", "fsync-bound"), ("tpe", "redis-bound")} <= measured
+    assert not {r["storage"] for r in results if r["workload"].startswith("concurrency")} & {
+        "fsync-bound",
+        "redis-bound",
+    }
+    notes = {(r["workload"], r["storage"]): r["note"] for r in results}
+    assert notes["lifecycle", "ours-file"].endswith("% of fsync-bound")
+    assert notes["lifecycle", "ours-redis"].endswith("% of redis-bound")
     assert all(r["ratio"] > 0 for r in results)
     workloads = {r["workload"] for r in results}
     assert {
