@@ -32,7 +32,7 @@ instead of reading at an offset of the old one; a writer finds the end of the ne
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import contextlib
 import logging
 import os
@@ -195,11 +195,16 @@ class FileBackend:
         self._kept[write] = (pid, identity, fd)
         return fd, identity, info.st_size, False
 
-    def __del__(self) -> None:
-        mine = [fd for pid, _, fd in getattr(self, "_kept", {}).values() if pid == os.getpid()]
+    # The functions are bound at definition: at interpreter exit, modules may be torn down first.
+    def __del__(
+        self, _close: Callable[[int], None] = os.close, _getpid: Callable[[], int] = os.getpid
+    ) -> None:
+        mine = [fd for pid, _, fd in getattr(self, "_kept", {}).values() if pid == _getpid()]
         for fd in mine + getattr(self, "_retired", []):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            try:
+                _close(fd)
+            except OSError:
+                pass
 
     def head(self) -> bytes | None:
         try:

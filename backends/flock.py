@@ -11,7 +11,7 @@ Waits poll with ``LOCK_NB``, so they are bounded by ``timeout`` like the lease l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 import fcntl
 import os
@@ -74,7 +74,10 @@ class FlockLock:
             except BlockingIOError:
                 wait.pause("it has been appending for that long")
 
-    def __del__(self) -> None:
+    # os.close is bound at definition: at interpreter exit, modules may be torn down first.
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+            try:
+                _close(self._fd)
+            except OSError:
+                pass

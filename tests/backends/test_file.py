@@ -6,6 +6,8 @@ from pathlib import Path
 import pickle
 import resource
 import signal
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -186,3 +188,18 @@ def test_file_full_disk_is_a_clear_error_and_leaves_the_log_as_it_was(tmp_path: 
     assert not os.path.exists(backend.location + ".lock")
     backend.append([b"later"])
     assert _all(FileBackend(backend.location))[0] == PAYLOADS + [b"later"]
+
+
+def test_file_backend_alive_at_exit_closes_quietly_after_os_is_torn_down(tmp_path: Path) -> None:
+    """A backend that outlives the os module at interpreter exit (here, because __main__ put
+    a function of its own into os) still closes its descriptors, and prints nothing."""
+    script = (
+        "import os\n"
+        "from optuna_journal.backends import FileBackend\n"
+        f"backend = FileBackend({str(tmp_path / 's.journal')!r}, lock='flock')\n"
+        "backend.append([b'x'])\n"
+        "list(backend.read())\n"
+        "os.fsync = lambda fd: None  # os now refers to __main__, which is cleared after it\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
