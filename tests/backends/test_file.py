@@ -199,7 +199,7 @@ def test_file_backend_alive_at_exit_closes_quietly_after_os_is_torn_down(tmp_pat
         f"backend = FileBackend({str(tmp_path / 's.journal')!r}, lock='flock')\n"
         "backend.append([b'x'])\n"
         "list(backend.read())\n"
-        "os.fsync = lambda fd: None  # os now refers to __main__, which is cleared after it\n"
+        "os.fsync = lambda fd: None  # a function of __main__ in os: its globals outlive os\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0 and run.stderr == "", run.stderr
