@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 import contextlib
 from dataclasses import dataclass, field
+import fcntl
 import json
 import multiprocessing
 import os
@@ -111,15 +112,18 @@ STORAGES = ["optuna-file", "ours-file", "optuna-redis", "ours-redis", "sqlite", 
 # Ours with durability="trial": timed only where it writes differently (reads are the same).
 TRIAL_DURABILITY = "ours-file-trial"
 # The ceilings of a storage that makes each write durable before it returns, on this machine:
-# InMemoryStorage plus, for every write, one fsync'd append to a file, or one XADD to Redis.
-# Timed where trials are written by one process (lifecycle, tpe).
+# InMemoryStorage plus, for every write, one fsync'd append to a shared file, or one XADD to
+# Redis. Timed where trials are written (lifecycle, tpe, concurrency).
 BOUNDS = {"fsync-bound": "ours-file", "redis-bound": "ours-redis"}
 
 
 class _Bound(optuna.storages.InMemoryStorage):
     """``InMemoryStorage`` that first makes each write durable in the least way possible: a
     record-sized append, fsynced to a file or acknowledged by Redis. No storage with durable
-    appends can beat it here; our journal's distance to it is what its own work costs."""
+    appends can beat it here; our journal's distance to it is what its own work costs.
+
+    In concurrency each process keeps its own study in memory (nothing is shared but the
+    log), so the ceiling there also leaves out reading the other processes' trials."""
 
     _RECORD = bytes(96)  # our journal's mean frame, header included, is 95 bytes
 
@@ -129,14 +133,22 @@ class _Bound(optuna.storages.InMemoryStorage):
 
     @staticmethod
     def in_file(path: str) -> _Bound:
+        """Appends made as a log shared by processes must make them to never have a hole
+        after a crash: under an exclusive ``flock``, fsynced before it is released."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        lock = os.open(path + ".flock", os.O_RDWR | os.O_CREAT, 0o644)
 
         def persist(record: bytes) -> None:
-            os.write(fd, record)
-            os.fsync(fd)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                os.write(fd, record)
+                os.fsync(fd)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
         storage = _Bound(persist)
         weakref.finalize(storage, os.close, fd)
+        weakref.finalize(storage, os.close, lock)
         return storage
 
     @staticmethod
@@ -251,12 +263,17 @@ def bench_optimize(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Re
                 storage = make(kind, where, redis_url)
                 study = optuna.create_study(storage=storage, sampler=sampler(seed=round_))
                 result.samples.append(_rate(study, n))
-        for bound, ours in BOUNDS.items():
-            if bound in rows:
-                share = rows[ours].median / rows[bound].median
-                rows[ours].note = f"{share:.0%} of {bound}"
+        _note_bounds(rows)
         results += rows.values()
     return results
+
+
+def _note_bounds(rows: dict[str, Result]) -> None:
+    """Note beside each of our journals how near it came to its ceiling."""
+    for bound, ours in BOUNDS.items():
+        if bound in rows and ours in rows and not rows[ours].note:
+            share = rows[ours].median / rows[bound].median
+            rows[ours].note = f"{share:.0%} of {bound}"
 
 
 def bench_growth(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
@@ -327,11 +344,12 @@ def bench_reads(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Resul
 
 def _worker(kind: str, where: str, redis_url: str | None, n: int, ready: Any) -> None:
     ready.wait()  # imports are done: start together, once every worker is here
-    study = optuna.load_study(
-        study_name="bench",
-        storage=make(kind, where, redis_url),
-        sampler=optuna.samplers.RandomSampler(),
-    )
+    storage = make(kind, where, redis_url)
+    sampler = optuna.samplers.RandomSampler()
+    if kind in BOUNDS:  # a ceiling: a study of its own in memory, appends to the shared log
+        study = optuna.create_study(storage=storage, study_name="bench", sampler=sampler)
+    else:
+        study = optuna.load_study(study_name="bench", storage=storage, sampler=sampler)
     study.optimize(objective, n_trials=n)
 
 
@@ -342,14 +360,14 @@ def bench_concurrency(sizes: Sizes, workdir: str, redis_url: str | None) -> list
     n = sizes.concurrency_trials
     rows = {
         k: Result("concurrency, 4 processes", k, "trials/s", higher_is_better=True)
-        for k in _kinds(redis_url, writes=True)
+        for k in _kinds(redis_url, writes=True, bounds=True)
         if k != "inmemory"
     }
     for round_ in _progress(range(sizes.repeat), "concurrency"):
         for kind, result in rows.items():
             where = os.path.join(workdir, f"mp-{kind}-{round_}")
-            storage = make(kind, where, redis_url)
-            optuna.create_study(storage=storage, study_name="bench")
+            if kind not in BOUNDS:
+                optuna.create_study(storage=make(kind, where, redis_url), study_name="bench")
             ready = ctx.Barrier(5)
             procs = [
                 ctx.Process(target=_worker, args=(kind, where, redis_url, n, ready))
@@ -362,16 +380,18 @@ def bench_concurrency(sizes: Sizes, workdir: str, redis_url: str | None) -> list
             for p in procs:
                 p.join(timeout=1800)
             elapsed = time.perf_counter() - start
-            trials = optuna.load_study(study_name="bench", storage=storage).trials
-            numbers = sorted(t.number for t in trials)
-            ok = (
-                all(p.exitcode == 0 for p in procs)
-                and numbers == list(range(4 * n))
-                and all(t.state == TrialState.COMPLETE for t in trials)
-            )
             result.samples.append(4 * n / elapsed)
+            ok = all(p.exitcode == 0 for p in procs)
+            if ok and kind not in BOUNDS:
+                trials = optuna.load_study(
+                    study_name="bench", storage=make(kind, where, redis_url)
+                ).trials
+                ok = sorted(t.number for t in trials) == list(range(4 * n)) and all(
+                    t.state == TrialState.COMPLETE for t in trials
+                )
             if not ok:
                 result.note = "CHECK FAILED: a worker died, or trials are missing or repeated"
+    _note_bounds(rows)
     return list(rows.values())
 
 

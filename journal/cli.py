@@ -70,9 +70,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         "measure our storages against Optuna's, side by side, in one run",
         "Run the workloads on optuna-journal's storages and on Optuna's own "
         "(JournalFileBackend is the reference, ratio 1.0), storages interleaved and each "
-        "workload repeated; print a Markdown table of medians, ranges and ratios. Lifecycle "
-        "and tpe also run the ceilings of durable appends on this machine: InMemoryStorage "
-        "with an fsynced append (fsync-bound) or a Redis XADD (redis-bound) before each write.",
+        "workload repeated; print a Markdown table of medians, ranges and ratios. Workloads "
+        "that write trials also run the ceilings of durable appends on this machine: "
+        "InMemoryStorage with a locked, fsynced append to a shared file (fsync-bound) or a "
+        "Redis XADD (redis-bound) before each write.",
     )
     bench.add_argument(
         "--quick",
