@@ -133,8 +133,8 @@ class _Bound(optuna.storages.InMemoryStorage):
 
     @staticmethod
     def in_file(path: str) -> _Bound:
-        """Appends made as a log shared by processes must make them to never have a hole
-        after a crash: under an exclusive ``flock``, fsynced before it is released."""
+        """Append as a log shared by processes must, so that a crash never leaves a hole in
+        it: under an exclusive ``flock``, fsynced before the lock is released."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         lock = os.open(path + ".flock", os.O_RDWR | os.O_CREAT, 0o644)
 
