@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-import os
 from pathlib import Path
 
 import optuna
@@ -11,8 +10,6 @@ from optuna.trial import TrialState
 
 from optuna_journal import FileBackend, JournalStorage
 from tests.workers import optimize, run_spawned
-
-SOAK = os.environ.get("OPTUNA_JOURNAL_SOAK") == "1"
 
 
 def _study(path: Path, name: str) -> optuna.Study:

@@ -17,10 +17,10 @@ from optuna_journal import CorruptLogError, FileBackend, JournalStorage
 from optuna_journal.backends import frames
 from optuna_journal.cli import main
 from optuna_journal.verify import verify
+from tests.soak import SOAK, slow
 from tests.workers import run_trials_until_killed, write_until_killed
 
 ctx = multiprocessing.get_context("spawn")
-SOAK = os.environ.get("OPTUNA_JOURNAL_SOAK") == "1"
 
 
 def _journal(tmp_path: Path) -> tuple[Path, list[int]]:
@@ -111,6 +111,7 @@ def _kill_at_random(target: Any, args: tuple[str, ...], acks: Path, rng: random.
     child.join()
 
 
+@slow
 @pytest.mark.parametrize("lock, rounds", [("lease", 100), ("flock", 30)])
 def test_recovery_writer_killed_at_random_moments_loses_nothing_acknowledged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, lock: str, rounds: int
@@ -139,6 +140,7 @@ def test_recovery_writer_killed_at_random_moments_loses_nothing_acknowledged(
         assert stale, "no kill landed inside an append: the test exercised nothing"
 
 
+@slow
 def test_recovery_writer_with_durability_trial_killed_loses_nothing_acknowledged(
     tmp_path: Path,
 ) -> None:
