@@ -1,6 +1,7 @@
 """Random sequences of storage calls, made to ours and to Optuna's ``InMemoryStorage`` alike:
-every answer and every error must match, and a storage that opens the log afresh (from its
-snapshot and tail) must show the same state as the one that wrote it.
+every answer and every error must match. Another storage on the same log, reading it as it
+grows (as another process would), and one that opens it afresh at the end (from its snapshot
+and tail) must show the same state as the one that wrote it. On a log in memory and in a file.
 
 One known difference is left out of the draws: a trial created from a template registers its
 parameters' distributions with ours (as with Optuna's ``RDBStorage`` and ``JournalStorage``,
@@ -14,6 +15,9 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 import math
+from pathlib import Path
+import shutil
+import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, assume, settings
@@ -29,7 +33,8 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_journal import JournalStorage, MemoryBackend
+from optuna_journal import FileBackend, JournalStorage, MemoryBackend
+from optuna_journal.backends.base import Backend
 from tests.soak import SOAK, slow
 from tests.strategies import json_values
 
@@ -120,8 +125,8 @@ class AgainstInMemory(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.theirs = optuna.storages.InMemoryStorage()
-        self.backend = MemoryBackend()
-        self.ours = JournalStorage(self.backend, snapshot_every=13)
+        self.ours = JournalStorage(self.backend(), snapshot_every=13)
+        self.other = JournalStorage(self.backend())
         self.study_ids: list[int] = []  # live studies, by Optuna's ids
         self.trial_ids: dict[int, list[int]] = {}  # the trials of each live study
         self.gone_studies: list[int] = []
@@ -155,6 +160,12 @@ class AgainstInMemory(RuleBasedStateMachine):
         theirs, ours = self.each(call, study_id, view)
         assert ours == theirs
         return ours
+
+    def backend(self) -> Backend:
+        """A handle on the log: another process's, where that can be had."""
+        if not hasattr(self, "memory"):
+            self.memory = MemoryBackend()
+        return self.memory
 
     def from_ours(self, study_id: int) -> int:
         return next((t for t, o in self.to_ours.items() if o == study_id), -1)
@@ -400,6 +411,7 @@ class AgainstInMemory(RuleBasedStateMachine):
     @invariant()
     def same_studies_and_trials(self) -> None:
         self.compare(self.ours)
+        self.compare(self.other)
 
     def compare(self, ours: JournalStorage) -> None:
         def studies(storage: Any, ids: Callable[[int], int]) -> Any:
@@ -436,13 +448,32 @@ class AgainstInMemory(RuleBasedStateMachine):
     def teardown(self) -> None:
         """A process that opens the log now (from a snapshot, if one was taken, and the
         tail) sees what the writer saw."""
-        self.compare(JournalStorage(self.backend))
+        self.compare(JournalStorage(self.backend()))
 
 
-AgainstInMemory.TestCase.settings = settings(
-    max_examples=1000 if SOAK else 100,
-    stateful_step_count=80 if SOAK else 50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+class AgainstInMemoryOnFile(AgainstInMemory):
+    def backend(self) -> Backend:
+        if not hasattr(self, "directory"):
+            self.directory = Path(tempfile.mkdtemp(prefix="against-inmemory-"))
+        return FileBackend(self.directory / "s.journal")
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            shutil.rmtree(self.directory)
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples * 10 if SOAK else examples,
+        stateful_step_count=80 if SOAK else 50,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+AgainstInMemory.TestCase.settings = _settings(100)
+AgainstInMemoryOnFile.TestCase.settings = _settings(30)
 test_storage_against_optunas_inmemory = slow(AgainstInMemory.TestCase)
+test_file_storage_against_optunas_inmemory = slow(AgainstInMemoryOnFile.TestCase)
