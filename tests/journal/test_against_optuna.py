@@ -132,7 +132,7 @@ class AgainstInMemory(RuleBasedStateMachine):
     # Where the reference differs from Optuna's other storages (see the module's docstring).
     templates_register = False
     asserts_for_errors = False
-    keeps_deleted_trials = False
+    keeps_deleted = False
     best: Callable[[FrozenTrial], Any] = staticmethod(_best)
 
     def __init__(self) -> None:
@@ -192,12 +192,12 @@ class AgainstInMemory(RuleBasedStateMachine):
         return next((t for t, o in self.to_ours.items() if o == study_id), -1)
 
     def some_study(self, data: st.DataObject) -> int:
-        return _some(data, self.study_ids, self.gone_studies)
+        return _some(data, self.study_ids, [] if self.keeps_deleted else self.gone_studies)
 
     def some_trial(self, data: st.DataObject, to_write: bool = False) -> int:
         """A trial; to write to, mostly one that is not finished."""
         ids = [t for ts in self.trial_ids.values() for t in ts]
-        gone = [] if self.keeps_deleted_trials else self.gone_trials
+        gone = [] if self.keeps_deleted else self.gone_trials
         if not to_write:
             return _some(data, ids, gone)
         finished = [t for t in ids if self.theirs.get_trial(t).state.is_finished()]
@@ -527,9 +527,9 @@ class AgainstOptunaJournal(AgainstInMemory):
     templates_register = True
     # Where it differs from BaseStorage's documented behaviour, the draws or the checks allow
     # for it: it asserts where a KeyError is documented (a state set on a trial id never
-    # made), and keeps the trials of a deleted study.
+    # made), and keeps the trials of a deleted study, found by their ids or the study's.
     asserts_for_errors = True
-    keeps_deleted_trials = True
+    keeps_deleted = True
     best = staticmethod(_trial)
 
     def reference(self) -> optuna.storages.BaseStorage:
