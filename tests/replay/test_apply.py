@@ -175,6 +175,19 @@ def test_replay_keeps_the_best_trial_without_scanning() -> None:
     assert best is not None and best.number == 1  # ties go to the lower number
 
 
+def test_replay_best_trial_on_a_tie_is_the_lower_number_whichever_finished_first() -> None:
+    """As Optuna's scan of the complete trials finds it (its JournalStorage and RDBStorage)."""
+    records = [_rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,))]
+    records += [_rec(r.TrialCreated, study_id=0) for _ in range(2)]
+    for trial_id in (1, 0):  # trial 1 finishes first, then trial 0 ties it
+        records.append(
+            _rec(r.TrialStateSet, trial_id=trial_id, state=r.StateCode.COMPLETE, values=(2.0,))
+        )
+    state, _ = _replay(records)
+    best = state.studies[0].best
+    assert best is not None and best.number == 0
+
+
 def test_replay_applies_a_repeated_record_once() -> None:
     created = _rec(r.TrialCreated, writer="a", study_id=0)
     value = _rec(r.TrialIntermediateValueSet, writer="a", trial_id=0, step=0, value=1.0)
