@@ -129,7 +129,8 @@ def _outcome(call: Callable[[], Any], view: Callable[[Any], Any] = _plain) -> An
 
 
 class AgainstInMemory(RuleBasedStateMachine):
-    # Where the reference differs from Optuna's other storages (see the module's docstring).
+    # What the reference storage does its own way: InMemoryStorage's templates (see the
+    # module's docstring) and ties; Optuna's JournalStorage's departures (see below).
     templates_register = False
     asserts_for_errors = False
     keeps_deleted = False
