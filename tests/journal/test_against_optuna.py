@@ -83,6 +83,13 @@ def _some(data: st.DataObject, ids: list[int], rare: list[int]) -> int:
     return data.draw(st.sampled_from(ids))
 
 
+def _values(data: st.DataObject, state: TrialState, n_objectives: int) -> list[float] | None:
+    """Objective values for a trial that ends in ``state``: COMPLETE has them, PRUNED may."""
+    if state == TrialState.COMPLETE or (state == TrialState.PRUNED and data.draw(st.booleans())):
+        return data.draw(st.lists(finite, min_size=n_objectives, max_size=n_objectives))
+    return None
+
+
 def _plain(value: Any) -> Any:
     """A form that compares by type and value, NaN equal to NaN."""
     if isinstance(value, float):
@@ -149,9 +156,8 @@ class AgainstInMemory(RuleBasedStateMachine):
         # Study ids are opaque: Optuna's InMemoryStorage spends one on a duplicate name,
         # Optuna's JournalStorage (and ours) do not. Theirs -> ours.
         self.to_ours: dict[int, int] = {}
-        # Per study, parameter names whose first appearance was in a template trial.
-        self.from_template: dict[int, set[str]] = {}
-        self.named: dict[int, set[str]] = {}
+        # Per study, each parameter name: whether it first appeared in a template trial.
+        self.first_in_template: dict[int, dict[str, bool]] = {}
 
     def each(
         self,
@@ -237,7 +243,7 @@ class AgainstInMemory(RuleBasedStateMachine):
             self.to_ours[study_id] = ours
             self.study_ids.append(study_id)
             self.trial_ids[study_id] = []
-            self.from_template[study_id], self.named[study_id] = set(), set()
+            self.first_in_template[study_id] = {}
 
     @precondition(lambda self: len(self.study_ids) > 1)  # rarer than the rules that build
     @rule(data=st.data())
@@ -274,10 +280,7 @@ class AgainstInMemory(RuleBasedStateMachine):
     @precondition(lambda self: self.study_ids)
     @rule(data=st.data())
     def create_trial(self, data: st.DataObject) -> None:
-        study_id = self.some_study(data)
-        self.add_trial(
-            study_id, self.both(lambda s, i: s.create_new_trial(i), study_id, lambda v: v)
-        )
+        self.new_trial(self.some_study(data))
 
     @precondition(lambda self: self.study_ids)
     @rule(
@@ -298,12 +301,7 @@ class AgainstInMemory(RuleBasedStateMachine):
         intermediate: dict[int, float],
     ) -> None:
         study_id = self.some_study(data)
-        n_objectives = self.objectives(study_id)
-        values = None
-        if state == TrialState.COMPLETE or (
-            state == TrialState.PRUNED and data.draw(st.booleans())
-        ):
-            values = data.draw(st.lists(finite, min_size=n_objectives, max_size=n_objectives))
+        values = _values(data, state, self.objectives(study_id))
         start = None if state == TrialState.WAITING else datetime(2026, 1, 2, 3, 4, 5, 678901)
         template = FrozenTrial(
             number=0,
@@ -322,23 +320,19 @@ class AgainstInMemory(RuleBasedStateMachine):
             system_attrs=system_attrs,
             intermediate_values=intermediate,
         )
-        kind, trial_id = self.both(
-            lambda s, i: s.create_new_trial(i, template), study_id, lambda v: v
-        )
-        self.add_trial(study_id, (kind, trial_id))
+        kind, trial_id = self.new_trial(study_id, template)
         if kind == "ok":
             for name in params:
-                if name not in self.named[study_id]:
-                    self.from_template[study_id].add(name)
-            self.named[study_id].update(params)
+                self.first_in_template[study_id].setdefault(name, True)
             created = [s.get_trial(trial_id) for s in (self.theirs, self.ours)]
             assert created[0].datetime_start == created[1].datetime_start
             assert created[0].datetime_complete == created[1].datetime_complete
 
-    def add_trial(self, study_id: int, outcome: tuple[str, Any]) -> None:
-        kind, trial_id = outcome
-        if kind == "ok":
-            self.trial_ids[study_id].append(trial_id)
+    def new_trial(self, study_id: int, template: FrozenTrial | None = None) -> Any:
+        outcome = self.both(lambda s, i: s.create_new_trial(i, template), study_id, lambda v: v)
+        if outcome[0] == "ok":
+            self.trial_ids[study_id].append(outcome[1])
+        return outcome
 
     @precondition(lambda self: self.has_trials())
     @rule(data=st.data(), name=st.sampled_from(sorted(_USUAL)), usual=st.booleans())
@@ -347,10 +341,10 @@ class AgainstInMemory(RuleBasedStateMachine):
         dist = _USUAL[name] if usual else data.draw(st.sampled_from(_OTHER[name]))
         study_id = self.study_of(trial_id)
         if not usual and study_id is not None and not self.templates_register:
-            assume(name not in self.from_template[study_id])  # the known difference
+            assume(not self.first_in_template[study_id].get(name))  # the known difference
         kind, _ = self.param(trial_id, name, data.draw(_internal(dist)), dist)
         if kind == "ok" and study_id is not None:
-            self.named[study_id].add(name)
+            self.first_in_template[study_id].setdefault(name, False)
 
     def param(self, trial_id: int, name: str, internal: float, dist: BaseDistribution) -> Any:
         return self.both(lambda s, _: s.set_trial_param(trial_id, name, internal, dist))
@@ -368,9 +362,7 @@ class AgainstInMemory(RuleBasedStateMachine):
     @rule(data=st.data(), end=st.sampled_from([TrialState.COMPLETE] * 3 + _STATES))
     def run_trial(self, data: st.DataObject, end: TrialState) -> None:
         """What ``study.optimize`` does: a trial, its parameters, a report, its end."""
-        study_id = self.some_study(data)
-        kind, trial_id = self.both(lambda s, i: s.create_new_trial(i), study_id, lambda v: v)
-        self.add_trial(study_id, (kind, trial_id))
+        kind, trial_id = self.new_trial(self.some_study(data))
         if kind == "ok":
             for name in data.draw(st.lists(st.sampled_from(sorted(_USUAL)), unique=True)):
                 self.param(trial_id, name, data.draw(_internal(_USUAL[name])), _USUAL[name])
@@ -385,12 +377,7 @@ class AgainstInMemory(RuleBasedStateMachine):
 
     def end(self, data: st.DataObject, trial_id: int, state: TrialState) -> None:
         study_id = self.study_of(trial_id)
-        n_objectives = 1 if study_id is None else self.objectives(study_id)
-        values = None
-        if state == TrialState.COMPLETE or (
-            state == TrialState.PRUNED and data.draw(st.booleans())
-        ):
-            values = data.draw(st.lists(finite, min_size=n_objectives, max_size=n_objectives))
+        values = _values(data, state, 1 if study_id is None else self.objectives(study_id))
         self.both(lambda s, _: s.set_trial_state_values(trial_id, state, values))
 
     @precondition(lambda self: self.has_trials())
@@ -460,19 +447,13 @@ class AgainstInMemory(RuleBasedStateMachine):
 
         assert studies(ours, self.from_ours) == studies(self.theirs, lambda i: i)
         for study in self.theirs.get_all_studies():
-            theirs_id, ours_id = study._study_id, self.to_ours[study._study_id]
-            trials = [_trial(t) for t in self.theirs.get_all_trials(theirs_id)]
-            assert [_trial(t) for t in ours.get_all_trials(ours_id)] == trials
+            pair = ((ours, self.to_ours[study._study_id]), (self.theirs, study._study_id))
+            trials = [[_trial(t) for t in s.get_all_trials(i)] for s, i in pair]
+            assert trials[0] == trials[1]
             for state in _STATES:  # as a list: see count_and_best
-                counts = [
-                    s.get_n_trials(i, [state])
-                    for s, i in ((ours, ours_id), (self.theirs, theirs_id))
-                ]
+                counts = [s.get_n_trials(i, [state]) for s, i in pair]
                 assert counts[0] == counts[1], (study.study_name, state, counts)
-            best = [
-                _outcome(partial(s.get_best_trial, i), self.best)
-                for s, i in ((ours, ours_id), (self.theirs, theirs_id))
-            ]
+            best = [_outcome(partial(s.get_best_trial, i), self.best) for s, i in pair]
             assert best[0] == best[1]
 
     def teardown(self) -> None:
