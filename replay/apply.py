@@ -202,6 +202,8 @@ def _trial_created(state: State, record: TrialCreated) -> Verdict:
         dict(record.system_attrs),
         dict(record.intermediate_values),
     )
+    if record.params:
+        state.collect_dist_sets()  # before the row's sets are made (it is not in trials yet)
     for name, param in record.params.items():
         name = intern(name)
         dist = from_record(param.distribution)
@@ -233,6 +235,8 @@ def _trial_param_set(state: State, record: TrialParamSet) -> Verdict:
             except ValueError as err:
                 return Rejected(Reason.INCOMPATIBLE_DISTRIBUTION, f"{record.name}: {err}")
         name = intern(record.name)  # one string for the name in every trial, not one each
+        state.collect_dist_sets()  # before a set is made; it may renumber the row's set
+        key = (row.dist_set, name, key[2])
         step = study.param_steps[key] = (name, dist, state.with_param(row.dist_set, name, dist))
     name, dist, row.dist_set = step
     row.params[name] = dist.to_external_repr(record.internal)

@@ -90,6 +90,10 @@ class TrialRow(msgspec.Struct, array_like=True, gc=False):
         )
 
 
+_MIN_COLLECT = 4096
+"""Fewer distribution sets than this are never collected: a study whose params keep their
+distributions has one set per distinct sequence of params, and needs no collection."""
+
 FINISHED = frozenset((StateCode.COMPLETE, StateCode.PRUNED, StateCode.FAIL))
 TRIAL_STATES = [TrialState(code) for code in range(len(StateCode))]  # by StateCode
 
@@ -234,8 +238,9 @@ class State:
         next_study_id: The id the next created study gets (ids are never reused).
         next_trial_id: Likewise for trials.
         last_rid: The last ``rid`` applied for each writer: a record at or below it is a repeat.
-        dist_sets: Every distinct set of param distributions a trial has had, each a dict
-            that is never changed: trials with the same params share one, however many.
+        dist_sets: Distinct sets of param distributions, each a dict that is never changed:
+            trials with the same params share one, however many. Sets that no trial has any
+            more are dropped now and then (see :meth:`collect_dist_sets`).
         beating: The running trials that have had a heartbeat, by id: where stale ones are
             looked for, without a scan of every trial.
     """
@@ -250,6 +255,7 @@ class State:
         "last_rid",
         "dist_sets",
         "_dist_steps",
+        "_collect_at",
         "beating",
     )
 
@@ -263,8 +269,10 @@ class State:
         self.next_trial_id = 0
         self.dist_sets: list[dict[str, BaseDistribution]] = [{}]
         # (set, name, id of a distribution) -> the set with that param added or replaced.
-        # Distributions in a set stay alive with it, so their ids are never reused.
+        # Distributions in a set stay alive with it, and the steps are forgotten when sets are
+        # dropped, so an id in a key is never another distribution's.
         self._dist_steps: dict[tuple[int, str, int], int] = {}
+        self._collect_at = _MIN_COLLECT
         self.beating: dict[int, TrialRow] = {}
 
     def with_param(self, dist_set: int, name: str, dist: BaseDistribution) -> int:
@@ -276,6 +284,33 @@ class State:
             self.dist_sets.append({**self.dist_sets[dist_set], name: dist})
             self._dist_steps[key] = found
         return found
+
+    def collect_dist_sets(self) -> None:
+        """Drop the distribution sets no trial is in, once there are twice as many as were
+        kept the last time (and at least ``_MIN_COLLECT``): one pass over the trials per
+        doubling.
+
+        A trial passes through one set per param, and when its first param's distribution is
+        its own (bounds that change from trial to trial), so are all its sets: n trials of k
+        params would keep n * k sets, where Optuna's storages keep n. Call it before a set is
+        made, with every row in ``trials``: the rows are renumbered, and the caches of steps
+        between sets, which name sets by number, are emptied to be filled again.
+        """
+        if len(self.dist_sets) < self._collect_at:
+            return
+        kept = [self.dist_sets[0]]  # the empty set stays 0, every new row's
+        renumbered = {0: 0}
+        for row in self.trials.values():
+            number = renumbered.get(row.dist_set)
+            if number is None:
+                number = renumbered[row.dist_set] = len(kept)
+                kept.append(self.dist_sets[row.dist_set])
+            row.dist_set = number
+        self.dist_sets = kept
+        self._dist_steps.clear()
+        for study in self.studies.values():
+            study.param_steps.clear()
+        self._collect_at = max(2 * len(kept), _MIN_COLLECT)
 
     def study(self, study_id: int) -> StudyRow:
         try:

@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from optuna.distributions import FloatDistribution
 
 from optuna_journal import records as r
 from optuna_journal.replay import Reason, Rejected, State, Verdict, apply
@@ -205,3 +206,45 @@ def test_replay_applies_a_repeated_record_once() -> None:
     for repeat in (verdicts[3], verdicts[5]):
         assert isinstance(repeat, Rejected) and repeat.reason is Reason.REPEATED
     assert len(state.studies[0].trials) == 2 and state.position == 6
+
+
+def changing_bounds_log(n: int) -> list[Any]:
+    """Trial 0 runs throughout; trials 1..n each set 5 params, the first with bounds of its
+    own, and complete; then trial 0 sets a second param."""
+    records = [
+        _rec(r.StudyCreated, name="s", directions=(r.Direction.MINIMIZE,)),
+        _rec(r.TrialCreated, study_id=0),
+        _rec(r.TrialParamSet, trial_id=0, name="a", internal=0.5, distribution=r.FloatDist(0, 1)),
+    ]
+    for t in range(1, n + 1):
+        records.append(_rec(r.TrialCreated, study_id=0))
+        for i, name in enumerate("abcde"):
+            dist = r.FloatDist(0.0, 1.0 + (t if i == 0 else 0))
+            records.append(
+                _rec(r.TrialParamSet, trial_id=t, name=name, internal=0.5, distribution=dist)
+            )
+        records.append(
+            _rec(r.TrialStateSet, trial_id=t, state=r.StateCode.COMPLETE, values=(float(t),))
+        )
+    records.append(
+        _rec(r.TrialParamSet, trial_id=0, name="b", internal=0.5, distribution=r.FloatDist(0, 1))
+    )
+    return records
+
+
+def test_replay_drops_the_distribution_sets_trials_have_passed_through() -> None:
+    # Every trial's first param differs, so each of its 5 steps makes a set: 7,500 in all,
+    # where the trials keep 1,501. The ones passed through go; no trial's distributions change.
+    n = 1500
+    state, verdicts = _replay(changing_bounds_log(n))
+    assert not any(isinstance(v, Rejected) for v in verdicts)
+    assert len(state.dist_sets) < 2 * n
+    trials = state.frozen_trials(0)
+    assert trials[0].distributions == {
+        "a": FloatDistribution(0, 1),
+        "b": FloatDistribution(0, 1),
+    }
+    for t in range(1, n + 1):
+        expected = {name: FloatDistribution(0, 1) for name in "bcde"}
+        assert trials[t].distributions == {"a": FloatDistribution(0, 1 + t), **expected}
+        assert list(trials[t].distributions) == list("abcde")
