@@ -25,16 +25,18 @@ of acknowledged records can be lost if the machine (not just the process) fails;
 only what the last RDB snapshot saved survives a restart. Replicas are asynchronous: a failover
 can lose acknowledged records unless ``WAIT`` is used (not done here).
 
-Redis Cluster: one journal is one stream on one slot, so it works with any node that owns the
-slot, but this backend talks to one server through ``redis.Redis`` and is not tested against
-a cluster.
+Redis Cluster: the URL may name any node. One journal is one stream on one slot, so every
+command goes to the primary that holds the slot, found through redis-py's ``RedisCluster``.
+When the slot moves (a reply ``MOVED``) or its node stops answering, the backend asks the
+cluster where the slot is now and retries there, within ``retry_timeout``. A failover to a
+replica can lose acknowledged records (see Durability).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import contextlib
 import errno
-import functools
 import hashlib
 import logging
 import random
@@ -44,6 +46,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 import redis.exceptions
 from redis.retry import Retry
 
@@ -58,7 +61,15 @@ T = TypeVar("T")
 _FIELD = b"r"
 _HEAD_ID = "0-1"
 _BATCH = 10_000
-_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# A lost connection, or a cluster that is moving the slot or failing over: try again shortly.
+_TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
 _FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 # KEYS[1]: the stream; ARGV: where to read from, how many at most, then the records to add.
 _APPEND = f"""
@@ -92,7 +103,8 @@ class RedisBackend:
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS or
-            ``unix:///path/to/socket?db=N``, as redis-py parses them.
+            ``unix:///path/to/socket?db=N``, as redis-py parses them; in a Redis Cluster,
+            any node's.
         name: The journal's name on that server.
         connect_timeout: Seconds to wait for the server on first contact before raising.
         retry_timeout: Seconds an operation keeps retrying through a lost connection or a
@@ -121,26 +133,49 @@ class RedisBackend:
         self._retry_timeout = retry_timeout
         self._key = f"optuna-journal:{{{name}}}:log"
         self._snapshot_key = f"optuna-journal:{{{name}}}:snapshot"
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=min(connect_timeout, 5.0),
-            socket_timeout=30.0,
-            retry=Retry(NoBackoff(), 0),  # we retry ourselves, within our own bounds
-            health_check_interval=0,
+        self._options: dict[str, Any] = {
+            "socket_connect_timeout": min(connect_timeout, 5.0),
+            "socket_timeout": 30.0,
+            "health_check_interval": 0,
+        }
+        # The server every command goes to: the one in the URL, or in a cluster the primary
+        # that holds the journal's slot (see _find_slot).
+        self._client = _raw_xrange(  # retried by us, within our own bounds: not by redis-py
+            redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
         )
-        # XRANGE replies as the server sends them: redis-py's own parsing into a dict per entry
-        # costs more than everything else in a cold open.
-        self._client.set_response_callback("XRANGE", _raw_reply)
+        self._cluster: RedisCluster | None = None
         # The last entry this process has read, and what its last append's script read
         # after it (see append).
         self._seen: Cursor | None = None
         self._recent: tuple[Cursor, list[Any]] | None = None
-        kind = cast(bytes, self._call(lambda: self._client.type(self._key), connect_timeout))
+        kind = self._call(self._first_contact, connect_timeout)
         if kind not in (b"none", b"stream"):
             raise NotAJournalError(
                 f"{self.location}: the key {self._key} holds a {kind.decode()}, not a journal "
                 "stream; refusing to touch it"
             )
+
+    def _first_contact(self) -> bytes:
+        """The type of the journal's key, asked of the node holding it if this is a cluster."""
+        if self._cluster is None and _cluster_enabled(self._client):
+            self._find_slot()
+        return cast(bytes, self._client.type(self._key))
+
+    def _find_slot(self) -> None:
+        """Point the client at the primary that holds the journal's slot now.
+
+        Raises:
+            redis.exceptions.ConnectionError: No node of the cluster answers.
+        """
+        try:
+            if self._cluster is None:
+                self._cluster = RedisCluster.from_url(self._url, **self._options)
+            else:
+                self._cluster.nodes_manager.initialize()
+            node = self._cluster.get_node_from_key(self._key)  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisClusterException as err:  # e.g. the slot has no node yet
+            raise redis.exceptions.ConnectionError(f"Redis Cluster: {err}") from err
+        self._client = _raw_xrange(self._cluster.get_redis_connection(node))
 
     @property
     def location(self) -> str:
@@ -201,7 +236,7 @@ class RedisBackend:
         while True:
             entries = cast(
                 "list[list[Any]]",
-                self._retrying(self._client.xrange, self._key, start, "+", _BATCH),
+                self._retrying("xrange", self._key, start, "+", _BATCH),
             )
             if not entries:
                 return
@@ -215,20 +250,18 @@ class RedisBackend:
             start = f"({last}"
 
     def head(self) -> bytes | None:
-        entries = cast(
-            "list[list[Any]]", self._retrying(self._client.xrange, self._key, "-", "+", 1)
-        )
+        entries = cast("list[list[Any]]", self._retrying("xrange", self._key, "-", "+", 1))
         return self._payloads(entries, 0)[0] if entries else None
 
     def reaches(self, cursor: Cursor) -> bool:
         token = str(cursor.token)
-        return bool(self._retrying(self._client.xrange, self._key, token, token, 1))
+        return bool(self._retrying("xrange", self._key, token, token, 1))
 
     def save_snapshot(self, data: bytes) -> None:
-        self._retrying(self._client.set, self._snapshot_key, data)
+        self._retrying("set", self._snapshot_key, data)
 
     def load_snapshot(self) -> bytes | None:
-        return cast("bytes | None", self._retrying(self._client.get, self._snapshot_key))
+        return cast("bytes | None", self._retrying("get", self._snapshot_key))
 
     def _payloads(self, entries: list[list[Any]], first: int) -> list[bytes]:
         """The record in each stream entry; ``first`` is the first one's number, for errors."""
@@ -247,8 +280,9 @@ class RedisBackend:
             )
         return payloads
 
-    def _retrying(self, command: Callable[..., Any], *args: Any) -> Any:
-        return self._call(functools.partial(command, *args), self._retry_timeout)
+    def _retrying(self, command: str, *args: Any) -> Any:
+        """Run a command of the client (the one current at each attempt), with retries."""
+        return self._call(lambda: getattr(self._client, command)(*args), self._retry_timeout)
 
     def _call(self, operation: Callable[[], T], budget: float) -> T:
         """Run ``operation``, retrying transient failures with backoff for ``budget`` seconds."""
@@ -271,14 +305,21 @@ class RedisBackend:
                         f"({failures} attempts): {err}"
                     ) from err
                 if failures == 1:
-                    _logger.warning(
-                        "Lost the Redis server at %s (%s); retrying for up to %.0f s.",
+                    moved = isinstance(err, redis.exceptions.MovedError)  # a cluster's routing
+                    _logger.log(
+                        logging.INFO if moved else logging.WARNING,
+                        "The Redis server at %s failed a command (%s: %s); retrying for up to "
+                        "%.0f s.",
                         self.location,
+                        type(err).__name__,
                         err,
                         left,
                     )
                 time.sleep(min(delay * (0.5 + random.random()), left))
                 delay = min(delay * 2, 2.0)
+                if self._cluster is not None or isinstance(err, redis.exceptions.MovedError):
+                    with contextlib.suppress(*_TRANSIENT):  # else the next attempt fails, too
+                        self._find_slot()
             except redis.exceptions.OutOfMemoryError as err:
                 raise OSError(
                     errno.ENOSPC,
@@ -287,12 +328,28 @@ class RedisBackend:
                 ) from err
             else:
                 if failures:
-                    _logger.info("Reached the Redis server at %s again.", self.location)
+                    _logger.info("The Redis server at %s answers again.", self.location)
                 return result
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:
     return response
+
+
+def _raw_xrange(client: redis.Redis) -> redis.Redis:
+    """The client, with XRANGE replies as the server sends them: redis-py's own parsing into
+    a dict per entry costs more than everything else in a cold open."""
+    client.set_response_callback("XRANGE", _raw_reply)
+    return client
+
+
+def _cluster_enabled(client: redis.Redis) -> bool:
+    """Whether the server is a node of a Redis Cluster (a server that hides INFO is not
+    asked again: a cluster's first ``MOVED`` reply shows it)."""
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.exceptions.ResponseError:
+        return False
 
 
 def _reopen(url: str, name: str, connect_timeout: float, retry_timeout: float) -> RedisBackend:

@@ -44,10 +44,12 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process with AOF on (``appendfsync always``) in its own directory."""
 
-    def __init__(self, directory: Path, appendfsync: str = "always", *extra: str) -> None:
+    def __init__(
+        self, directory: Path, appendfsync: str = "always", *extra: str, port: int | None = None
+    ) -> None:
         self.directory = directory
         self.extra = extra
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.appendfsync = appendfsync
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
