@@ -25,6 +25,11 @@ offset and record number.
 NFS: each read opens the file afresh, so close-to-open consistency shows every append that
 finished before the open.
 
+Shrinking: a file shorter than what a process has read (``repair --force`` cut it, or an
+older copy was put back) stops that process's reads and appends with
+:class:`~optuna_journal.errors.LogTruncatedError`: an append at the end it knew would leave
+a hole of zeros in the log, unreadable to every process.
+
 Replacement: ``compact`` swaps in a new file under the lock. A reader notices that the file is
 another one (device and inode) and raises :class:`~optuna_journal.errors.LogReplacedError`
 instead of reading at an offset of the old one; a writer finds the end of the new one.
@@ -43,7 +48,12 @@ from optuna_journal.backends import frames
 from optuna_journal.backends.base import Batch, Cursor
 from optuna_journal.backends.flock import FlockLock
 from optuna_journal.backends.lock import LeaseLock
-from optuna_journal.errors import CorruptLogError, LogReplacedError, NotAJournalError
+from optuna_journal.errors import (
+    CorruptLogError,
+    LogReplacedError,
+    LogTruncatedError,
+    NotAJournalError,
+)
 
 _logger = logging.getLogger("optuna.journal.backends.file")
 
@@ -397,6 +407,13 @@ class FileBackend:
         count, pos = after.records, int(after.token)
         if size is None:
             size = os.fstat(fd).st_size
+        if size < pos:  # a writer would leave a hole of zeros in the log, unreadable to all
+            raise LogTruncatedError(
+                f"{self._path}: the log is {size} bytes, shorter than the {pos} bytes (record "
+                f"{count}) this process has read: it was cut or replaced with an older copy "
+                "while this process had it open. Nothing was appended; open the journal again "
+                "to go on from what it holds."
+            )
         want = _CHUNK
         while pos < size:
             buf = os.pread(fd, min(want, size - pos), pos)

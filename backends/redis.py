@@ -12,7 +12,12 @@ Appends: one Lua script (``EVALSHA``) adds the records and reads back everything
 process's last read, its own records included: one round trip, one reply. A script runs
 atomically and cannot fail after its first ``XADD`` succeeded: a key of another type fails
 that one, and a server short of memory refuses a script's writes only at its first. So an
-append of several records lands whole or not at all.
+append of several records lands whole or not at all. The script first checks that the stream
+still holds the last entry this process read; a server that lost it (restarted without it,
+failed over to a replica that never had it, the key deleted) gets nothing, and the append
+raises :class:`~optuna_journal.errors.LogTruncatedError`: going on would leave the process's
+state ahead of the log. (Reads, one ``XRANGE`` each, do not check: a process that only reads
+cannot make things worse.)
 
 Lost replies and restarts: a connection error or timeout is retried with bounded exponential
 backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
@@ -51,7 +56,12 @@ import redis.exceptions
 from redis.retry import Retry
 
 from optuna_journal.backends.base import Batch, Cursor
-from optuna_journal.errors import CorruptLogError, JournalConnectionError, NotAJournalError
+from optuna_journal.errors import (
+    CorruptLogError,
+    JournalConnectionError,
+    LogTruncatedError,
+    NotAJournalError,
+)
 
 _logger = logging.getLogger("optuna.journal.backends.redis")
 
@@ -71,12 +81,19 @@ _TRANSIENT = (
     redis.exceptions.ClusterDownError,
 )
 _FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-# KEYS[1]: the stream; ARGV: where to read from, how many at most, then the records to add.
+# KEYS[1]: the stream. ARGV: the last entry this process has read ('-': none), how many to
+# read back after it at most, then the records to add. A stream that lost that entry (a server
+# restarted without its writes, a failover, a deleted key) gets nothing: see append.
+_LOST = "LOSTREAD"
 _APPEND = f"""
+if ARGV[1] ~= '-' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+  return redis.error_reply('{_LOST}')
+end
 for i = 3, #ARGV do
   redis.call('XADD', KEYS[1], '*', '{_FIELD.decode()}', ARGV[i])
 end
-return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local start = ARGV[1] == '-' and '-' or '(' .. ARGV[1]
+return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[2])
 """
 _APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
@@ -192,8 +209,8 @@ class RedisBackend:
         """Durability is the server's (see the module's docstring): ``sync`` changes nothing."""
         seen = self._seen
         # Reads back only after what this process has read (COUNT 0 reads nothing).
-        start, count = ("-", 0) if seen is None else (f"({seen.token}", _BATCH)
-        args: list[bytes | str | int] = [self._key, start, count, *payloads]
+        last, count = ("-", 0) if seen is None else (str(seen.token), _BATCH)
+        args: list[bytes | str | int] = [self._key, last, count, *payloads]
 
         def run() -> list[Any]:
             try:
@@ -201,7 +218,19 @@ class RedisBackend:
             except redis.exceptions.NoScriptError:  # a new or restarted server: send it whole
                 return cast("list[Any]", self._client.eval(_APPEND, 1, *args))
 
-        entries = self._call(run, self._retry_timeout)
+        try:
+            entries = self._call(run, self._retry_timeout)
+        except redis.exceptions.ResponseError as err:
+            if str(err) != _LOST:
+                raise
+            record = seen.records - 1 if seen is not None else 0
+            raise LogTruncatedError(
+                f"{self.location}: the stream no longer holds entry {last} (record {record}), "
+                "the last this process has read: the server lost acknowledged records "
+                "(restarted without them, or failed over to a replica that had not received "
+                "them), or the key was deleted. Nothing was appended; open the journal again "
+                "to go on from what it holds."
+            ) from None
         # What the script read is what the next read would read, if nothing came in between.
         self._recent = (seen, entries) if seen is not None and len(entries) < _BATCH else None
 

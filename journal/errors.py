@@ -71,3 +71,9 @@ class ReadOnlyError(JournalError, PermissionError):
 
 class LogReplacedError(JournalError):
     """The log was replaced (by ``compact``) since this process last read it; read it anew."""
+
+
+class LogTruncatedError(JournalError):
+    """The log no longer holds records this process has read: it was cut (``repair
+    --force``), put back from an older copy, or lost by a Redis server. Nothing was appended;
+    open the journal again to go on from what it holds."""

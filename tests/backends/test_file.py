@@ -13,7 +13,7 @@ import tempfile
 import pytest
 
 from optuna_journal.backends import Backend, FileBackend, frames
-from optuna_journal.errors import CorruptLogError, NotAJournalError
+from optuna_journal.errors import CorruptLogError, LogTruncatedError, NotAJournalError
 from tests.backends.contract import BackendContract, _all
 
 
@@ -51,6 +51,20 @@ def test_file_every_cut_in_the_last_three_frames_reads_the_frames_before_it(
         Path(backend.location).write_bytes(whole[:cut])
         complete = sum(1 for s, p in zip(starts, PAYLOADS, strict=False) if s + 12 + len(p) <= cut)
         assert _all(FileBackend(backend.location))[0] == PAYLOADS[:complete], cut
+
+
+def test_file_cut_below_what_a_process_has_read_stops_its_reads_and_appends(
+    tmp_path: Path,
+) -> None:
+    backend, starts = _log(tmp_path, PAYLOADS)
+    _, cursor = _all(backend)
+    os.truncate(backend.location, starts[3])  # as repair --force, or an older copy put back
+    with pytest.raises(LogTruncatedError, match=f"{starts[3]} bytes, shorter than"):
+        _all(backend, cursor)
+    with pytest.raises(LogTruncatedError):
+        backend.append([b"new"])
+    assert os.path.getsize(backend.location) == starts[3]
+    assert _all(FileBackend(backend.location))[0] == PAYLOADS[:3]
 
 
 def test_file_torn_tail_is_overwritten_by_the_next_writer(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 import pytest
 
-from optuna_journal import CorruptLogError, FileBackend, JournalStorage
+from optuna_journal import CorruptLogError, FileBackend, JournalStorage, LogTruncatedError
 from optuna_journal.backends import frames
 from optuna_journal.cli import main
 from optuna_journal.verify import verify
@@ -95,6 +95,26 @@ def test_recovery_repair_force_cuts_corruption_in_the_middle(tmp_path: Path) -> 
     assert main(["repair", "--force", str(path)]) == 0
     assert path.read_bytes() == bytes(data[: ends[2]])
     assert verify(str(path)).sound
+
+
+def test_recovery_repair_force_under_a_live_writer_stops_it_without_a_hole(
+    tmp_path: Path,
+) -> None:
+    # The writer has read every record; repair --force then cuts a damaged one and all after
+    # it. Writing at the end it knew would leave zeros in the log, unreadable to everyone.
+    path, ends = _journal(tmp_path)
+    writer = JournalStorage(FileBackend(path), snapshot_every=0)
+    data = bytearray(path.read_bytes())
+    data[ends[2] + 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert main(["repair", "--force", str(path)]) == 0
+    with pytest.raises(LogTruncatedError, match=f"{ends[2]} bytes, shorter than the {ends[-1]}"):
+        writer.set_study_user_attr(0, "after", "the cut")
+    assert path.read_bytes() == bytes(data[: ends[2]])  # nothing was appended
+    assert verify(str(path)).sound
+    reopened = JournalStorage(FileBackend(path), snapshot_every=0)
+    reopened.set_study_user_attr(0, "after", "the cut")
+    assert reopened.get_study_user_attrs(0) == {"k0": "", "after": "the cut"}
 
 
 def _kill_at_random(target: Any, args: tuple[str, ...], acks: Path, rng: random.Random) -> None:

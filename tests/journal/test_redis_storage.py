@@ -14,8 +14,9 @@ import optuna
 from optuna.testing.pytest_storages import StorageTestCase
 from optuna.trial import TrialState
 import pytest
+import redis
 
-from optuna_journal import JournalStorage, codec, open_storage
+from optuna_journal import JournalStorage, LogTruncatedError, codec, open_storage
 from optuna_journal.backends.redis import RedisBackend
 from optuna_journal.redis_server import RedisServer
 from tests.proxy import ReplyDroppingProxy
@@ -78,6 +79,22 @@ def test_redis_server_killed_and_restarted_mid_run_loses_nothing(
     assert sorted(t.number for t in trials) == list(range(600))
     acknowledged = Counter(int(n) for n in finished.read_text().split())
     assert sorted(acknowledged) == list(range(600)) and set(acknowledged.values()) == {1}
+
+
+def test_redis_server_that_lost_acknowledged_records_stops_a_writer_that_read_them(
+    own_server: RedisServer,
+) -> None:
+    location = _location(own_server.url)
+    study = optuna.create_study(study_name="lost", storage=open_storage(location))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    redis.Redis.from_url(own_server.url).config_set("appendonly", "no")  # its AOF stops here
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)  # acknowledged, in memory
+    own_server.kill()
+    own_server.start()  # back from its AOF: 5 trials
+    with pytest.raises(LogTruncatedError, match="no longer holds entry"):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trials = optuna.load_study(study_name="lost", storage=open_storage(location)).trials
+    assert [(t.number, t.state) for t in trials] == [(n, TrialState.COMPLETE) for n in range(5)]
 
 
 def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
