@@ -409,8 +409,8 @@ class FileBackend:
             size = os.fstat(fd).st_size
         if size < pos:  # a writer would leave a hole of zeros in the log, unreadable to all
             raise LogTruncatedError(
-                f"{self._path}: the log is {size} bytes, shorter than the {pos} bytes (record "
-                f"{count}) this process has read: it was cut or replaced with an older copy "
+                f"{self._path}: the log is {size} bytes, shorter than the {pos} bytes ({count} "
+                "records) this process has read: it was cut or replaced with an older copy "
                 "while this process had it open. Nothing was appended; open the journal again "
                 "to go on from what it holds."
             )

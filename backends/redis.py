@@ -17,7 +17,7 @@ still holds the last entry this process read; a server that lost it (restarted w
 failed over to a replica that never had it, the key deleted) gets nothing, and the append
 raises :class:`~optuna_journal.errors.LogTruncatedError`: going on would leave the process's
 state ahead of the log. (Reads, one ``XRANGE`` each, do not check: a process that only reads
-cannot make things worse.)
+cannot harm the log.)
 
 Lost replies and restarts: a connection error or timeout is retried with bounded exponential
 backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
