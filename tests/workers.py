@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 import itertools
 import multiprocessing
 import os
@@ -10,6 +12,7 @@ import random
 import time
 
 import optuna
+from optuna.trial import TrialState
 
 from optuna_journal import FileBackend, JournalStorage, open_storage
 from optuna_journal.backends.flock import FlockLock
@@ -25,6 +28,40 @@ def run_spawned(target: object, args_per_worker: list[tuple[object, ...]]) -> No
     for p in procs:
         p.join(timeout=600)
     assert [p.exitcode for p in procs] == [0] * len(procs), "a worker raised or died"
+
+
+def optimize_through(
+    location: str,
+    study_name: str,
+    n_trials: int,
+    finished: Path,
+    disrupt: Callable[[], None],
+) -> None:
+    """Four spawned processes optimize ``n_trials`` each on a new study; ``disrupt`` runs
+    once 40 trials have finished. Every trial must then be complete, numbered once, and
+    every acknowledged one there (``finished`` collects the acknowledgements)."""
+    optuna.create_study(study_name=study_name, storage=open_storage(location))
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=optimize, args=(location, study_name, n_trials, None, str(finished)))
+        for _ in range(4)
+    ]
+    for p in workers:
+        p.start()
+    deadline = time.monotonic() + 120
+    while len(finished.read_text().split()) < 40 if finished.exists() else True:
+        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
+        time.sleep(0.02)
+    disrupt()
+    for p in workers:
+        p.join(timeout=300)
+    assert [p.exitcode for p in workers] == [0] * 4
+    total = 4 * n_trials
+    trials = optuna.load_study(study_name=study_name, storage=open_storage(location)).trials
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: total}
+    assert sorted(t.number for t in trials) == list(range(total))
+    acknowledged = Counter(int(n) for n in finished.read_text().split())
+    assert sorted(acknowledged) == list(range(total)) and set(acknowledged.values()) == {1}
 
 
 def hold_lock(lock_path: str, lease: float, seconds: float, ready: str) -> None:

@@ -3,9 +3,7 @@ reached through a node that does not hold it, and a resharding under running pro
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-import multiprocessing
 from pathlib import Path
 import pickle
 import time
@@ -22,9 +20,7 @@ from optuna_journal.backends import Backend
 from optuna_journal.backends.redis import RedisBackend
 from tests.backends.contract import BackendContract
 from tests.cluster import RedisClusterNodes
-from tests.workers import optimize
-
-ctx = multiprocessing.get_context("spawn")
+from tests.workers import optimize_through
 
 
 @pytest.fixture(scope="module")
@@ -85,29 +81,12 @@ def test_redis_cluster_slot_moved_under_four_processes_loses_nothing(
     cluster: RedisClusterNodes, tmp_path: Path
 ) -> None:
     name, url, owner = _elsewhere(cluster)
+    to = (owner + 2) % 3
     location = f"{url}?journal={name}"
-    optuna.create_study(study_name="moving", storage=open_storage(location))
-    finished = tmp_path / "finished"
-    workers = [
-        ctx.Process(target=optimize, args=(location, "moving", 100, None, str(finished)))
-        for _ in range(4)
-    ]
-    for p in workers:
-        p.start()
-    deadline = time.monotonic() + 120
-    while len(finished.read_text().split()) < 40 if finished.exists() else True:
-        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
-        time.sleep(0.02)
-    cluster.move_slot(name, (owner + 2) % 3)  # mid-run, as a resharding
-    for p in workers:
-        p.join(timeout=300)
-    assert [p.exitcode for p in workers] == [0] * 4
-    assert cluster.owner(name) == (owner + 2) % 3
-    trials = optuna.load_study(study_name="moving", storage=open_storage(location)).trials
-    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 400}
-    assert sorted(t.number for t in trials) == list(range(400))
-    acknowledged = Counter(int(n) for n in finished.read_text().split())
-    assert sorted(acknowledged) == list(range(400)) and set(acknowledged.values()) == {1}
+    optimize_through(
+        location, "moving", 100, tmp_path / "finished", lambda: cluster.move_slot(name, to)
+    )
+    assert cluster.owner(name) == to
 
 
 def test_redis_cluster_found_by_its_first_moved_reply_where_info_is_denied(
@@ -133,27 +112,11 @@ def test_redis_cluster_node_killed_and_restarted_mid_run_loses_nothing(
     cluster: RedisClusterNodes, tmp_path: Path
 ) -> None:
     name, url, owner = _elsewhere(cluster)
-    location = f"{url}?journal={name}"
-    optuna.create_study(study_name="restart", storage=open_storage(location))
-    finished = tmp_path / "finished"
-    workers = [
-        ctx.Process(target=optimize, args=(location, "restart", 100, None, str(finished)))
-        for _ in range(4)
-    ]
-    for p in workers:
-        p.start()
-    deadline = time.monotonic() + 120
-    while len(finished.read_text().split()) < 40 if finished.exists() else True:
-        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
-        time.sleep(0.02)
     node = cluster.servers[owner]
-    node.kill()  # no shutdown save: its AOF and cluster config survive
-    time.sleep(1.0)
-    node.start()  # back within the node timeout: the slot stays with it
-    for p in workers:
-        p.join(timeout=300)
-    assert [p.exitcode for p in workers] == [0] * 4
-    trials = optuna.load_study(study_name="restart", storage=open_storage(location)).trials
-    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 400}
-    acknowledged = Counter(int(n) for n in finished.read_text().split())
-    assert sorted(acknowledged) == list(range(400)) and set(acknowledged.values()) == {1}
+
+    def restart() -> None:
+        node.kill()  # no shutdown save: its AOF and cluster config survive
+        time.sleep(1.0)
+        node.start()  # back within the node timeout: the slot stays with it
+
+    optimize_through(f"{url}?journal={name}", "restart", 100, tmp_path / "finished", restart)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-import multiprocessing
 from pathlib import Path
 import pickle
 import time
@@ -20,9 +19,7 @@ from optuna_journal import JournalStorage, LogTruncatedError, codec, open_storag
 from optuna_journal.backends.redis import RedisBackend
 from optuna_journal.redis_server import RedisServer
 from tests.proxy import ReplyDroppingProxy
-from tests.workers import optimize, run_spawned
-
-ctx = multiprocessing.get_context("spawn")
+from tests.workers import optimize, optimize_through, run_spawned
 
 
 class TestRedisBackendConformance(StorageTestCase):
@@ -55,30 +52,12 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
 def test_redis_server_killed_and_restarted_mid_run_loses_nothing(
     own_server: RedisServer, tmp_path: Path
 ) -> None:
-    location = _location(own_server.url)
-    optuna.create_study(study_name="restart", storage=open_storage(location))
-    finished = tmp_path / "finished"
-    workers = [
-        ctx.Process(target=optimize, args=(location, "restart", 150, None, str(finished)))
-        for _ in range(4)
-    ]
-    for p in workers:
-        p.start()
-    deadline = time.monotonic() + 120
-    while len(finished.read_text().split()) < 40 if finished.exists() else True:
-        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
-        time.sleep(0.02)
-    own_server.kill()  # mid-run, no shutdown save: only the AOF survives
-    time.sleep(1.0)
-    own_server.start()
-    for p in workers:
-        p.join(timeout=300)
-    assert [p.exitcode for p in workers] == [0] * 4
-    trials = optuna.load_study(study_name="restart", storage=open_storage(location)).trials
-    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 600}
-    assert sorted(t.number for t in trials) == list(range(600))
-    acknowledged = Counter(int(n) for n in finished.read_text().split())
-    assert sorted(acknowledged) == list(range(600)) and set(acknowledged.values()) == {1}
+    def restart() -> None:
+        own_server.kill()  # mid-run, no shutdown save: only the AOF survives
+        time.sleep(1.0)
+        own_server.start()
+
+    optimize_through(_location(own_server.url), "restart", 150, tmp_path / "finished", restart)
 
 
 def test_redis_server_that_lost_acknowledged_records_stops_a_writer_that_read_them(
