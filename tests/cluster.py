@@ -88,10 +88,10 @@ class RedisClusterNodes:
 
 
 def _port_with_its_bus_port_free() -> int:
-    """A free loopback port whose cluster bus port (10,000 above it) is free too; the
-    ephemeral ports the OS hands out are mostly too high for that."""
+    """A free loopback port whose cluster bus port (10,000 above it) is free too. Both lie
+    below Linux's ephemeral ports (32768 up), so no connection is handed one meanwhile."""
     for _ in range(1000):
-        port = random.randrange(20_000, 30_000)
+        port = random.randrange(20_000, 22_768)
         try:
             for p in (port, port + 10_000):
                 with socket.socket() as s:
