@@ -333,8 +333,8 @@ class RedisBackend:
                         f"{self.location}: no answer from the Redis server after {budget:.1f} s "
                         f"({failures} attempts): {err}"
                     ) from err
+                moved = isinstance(err, redis.exceptions.MovedError)  # a cluster's routing
                 if failures == 1:
-                    moved = isinstance(err, redis.exceptions.MovedError)  # a cluster's routing
                     _logger.log(
                         logging.INFO if moved else logging.WARNING,
                         "The Redis server at %s failed a command (%s: %s); retrying for up to "
@@ -346,7 +346,7 @@ class RedisBackend:
                     )
                 time.sleep(min(delay * (0.5 + random.random()), left))
                 delay = min(delay * 2, 2.0)
-                if self._cluster is not None or isinstance(err, redis.exceptions.MovedError):
+                if self._cluster is not None or moved:
                     with contextlib.suppress(*_TRANSIENT):  # else the next attempt fails, too
                         self._find_slot()
             except redis.exceptions.OutOfMemoryError as err:
@@ -361,14 +361,10 @@ class RedisBackend:
                 return result
 
 
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response
-
-
 def _raw_xrange(client: redis.Redis) -> redis.Redis:
     """The client, with XRANGE replies as the server sends them: redis-py's own parsing into
     a dict per entry costs more than everything else in a cold open."""
-    client.set_response_callback("XRANGE", _raw_reply)
+    client.set_response_callback("XRANGE", lambda response, **options: response)
     return client
 
 

@@ -64,12 +64,13 @@ def test_redis_cluster_journal_lives_on_the_node_that_holds_its_slot(
     optuna.create_study(storage=storage, study_name="s").optimize(
         lambda t: t.suggest_float("x", 0, 1), n_trials=5
     )
+    key = RedisBackend(url, name=name).key
     for i, client in enumerate(cluster.clients()):
         if i == owner:
-            assert client.type(f"optuna-journal:{{{name}}}:log") == b"stream"
+            assert client.type(key) == b"stream"
         else:
             with pytest.raises(redis.exceptions.MovedError):
-                client.type(f"optuna-journal:{{{name}}}:log")
+                client.type(key)
     for i, server in enumerate(cluster.servers):  # reached through any node, the same study
         trials = optuna.load_study(
             study_name="s", storage=open_storage(f"{server.url}?journal={name}")

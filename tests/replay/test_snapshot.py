@@ -9,7 +9,7 @@ import pytest
 from optuna_journal import records as r
 from optuna_journal.backends import Cursor
 from optuna_journal.replay import State, apply, snapshot
-from tests.replay.test_apply import _dump, changing_bounds_log
+from tests.replay.test_apply import _dump, _replay, changing_bounds_log
 from tests.strategies import logs
 
 HEAD = b"record zero"
@@ -36,16 +36,11 @@ def test_snapshot_after_distribution_sets_were_dropped_plus_tail_equals_full_rep
     # The snapshot's sets are renumbered, and the restored state drops sets on its own
     # schedule: neither may change what the trials show.
     log = changing_bounds_log(1500)
-    full = State()
-    for rec in log:
-        apply(full, rec)  # type: ignore[arg-type]
+    full, _ = _replay(log)
     cut = len(log) * 2 // 3
-    state = State()
-    for rec in log[:cut]:
-        apply(state, rec)  # type: ignore[arg-type]
+    state, _ = _replay(log[:cut])
     restored, _ = snapshot.decode(snapshot.encode(state, HEAD, Cursor(cut, cut)), HEAD)
-    for rec in log[cut:]:
-        apply(restored, rec)  # type: ignore[arg-type]
+    _replay(log[cut:], restored)
     assert _dump(restored) == _dump(full)
 
 
