@@ -7,6 +7,7 @@ the modern class they subclass; every other field is kept exactly.
 from __future__ import annotations
 
 from typing import Any
+import warnings
 
 from optuna.distributions import (
     BaseDistribution,
@@ -35,7 +36,16 @@ def to_record(dist: BaseDistribution) -> AnyDistribution:
 
 def _build(dist: AnyDistribution) -> BaseDistribution:
     if isinstance(dist, FloatDist):
-        return FloatDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
+        if dist.step is None:
+            return FloatDistribution(dist.low, dist.high, log=dist.log)
+        # A record holds ``high`` as Optuna's constructor left it, fitted to the step grid in
+        # decimal; fitting it again can move it (low=-0.05225887829293718, high=0.4477...,
+        # step=0.5 becomes high=low). Rebuild the same distribution, without a second fit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            built = FloatDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
+        built.high = dist.high
+        return built
     if isinstance(dist, IntDist):
         return IntDistribution(dist.low, dist.high, log=dist.log, step=dist.step)
     return CategoricalDistribution(dist.choices)

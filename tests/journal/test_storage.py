@@ -262,3 +262,23 @@ def test_storage_repeated_appends_take_effect_once() -> None:
     assert all(t.state == TrialState.COMPLETE and len(t.params) == 1 for t in study.trials)
     other = JournalStorage(storage.backend)  # a replica replaying the doubled log agrees
     assert other.get_all_trials(0) == storage.get_all_trials(0)
+
+
+@pytest.mark.filterwarnings("ignore:The distribution is specified by")
+def test_storage_keeps_a_stepped_distribution_that_fitting_again_would_move(
+    tmp_path: Path,
+) -> None:
+    # Optuna fits high to the step grid in decimal: 0.9477... becomes 0.4477..., and fitting
+    # that again would give high == low. Replay, from the log and from a snapshot, must give
+    # back the distribution the trial had.
+    dist = FloatDistribution(-0.05225887829293718, 0.9477411217070628, step=0.5)
+    assert dist.high == 0.4477411217070628
+    storage = JournalStorage(FileBackend(tmp_path / "j"), snapshot_every=0)
+    study_id = storage.create_new_study(MIN, "s")
+    trial_id = storage.create_new_trial(study_id)
+    storage.set_trial_param(trial_id, "x", -0.05225887829293718, dist)
+    replayed = JournalStorage(FileBackend(tmp_path / "j"), snapshot_every=0)
+    replayed.snapshot()
+    restored = JournalStorage(FileBackend(tmp_path / "j"))
+    for reader in (replayed, restored):
+        assert reader.get_trial(trial_id).distributions == {"x": dist}
