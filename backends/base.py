@@ -7,7 +7,7 @@ order decides every conflict during replay.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 
@@ -17,10 +17,14 @@ class Cursor(NamedTuple):
     Attributes:
         records: How many records lie before this point (the next record's number).
         token: The medium's own position there: a byte offset in a file, a stream id in Redis.
+        log: Which log ``token`` is a position in, where the medium may swap in another (a
+            file's device and inode: ``compact`` renames a new file over the old); ``None``
+            where it never does, and in a snapshot (see :meth:`Backend.locate`).
     """
 
     records: int
     token: int | str
+    log: Hashable | None = None
 
 
 class Batch(NamedTuple):
@@ -39,7 +43,9 @@ class Backend(Protocol):
         """A path or URL naming this log, for messages and for reopening it elsewhere."""
         ...
 
-    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+    def append(
+        self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
+    ) -> None:
         """Append payloads at the end of the log, in order; durable when this returns.
 
         With ``sync=False`` a medium that makes appends durable itself (the file backend on a
@@ -47,8 +53,15 @@ class Backend(Protocol):
         are in the log and every reader sees them, but an OS crash or power loss before then
         can lose them.
 
+        ``after`` is how far the caller has read: the medium appends only to the log it read,
+        and only while that log still holds what it read (``None``: the caller has not read).
+
         Raises:
             OSError: The medium failed; nothing was acknowledged.
+            LogReplacedError: The log is another one than the caller read (compacted);
+                nothing was appended. Read the new one, then append.
+            LogTruncatedError: The log no longer holds what the caller read; nothing was
+                appended.
         """
         ...
 
@@ -68,8 +81,9 @@ class Backend(Protocol):
         """Record 0, or ``None`` while the log has none; cheap, whatever the log's length."""
         ...
 
-    def reaches(self, cursor: Cursor) -> bool:
-        """Whether the log extends at least to ``cursor`` (a snapshot's position)."""
+    def locate(self, cursor: Cursor) -> Cursor | None:
+        """``cursor`` (a snapshot's position) as a position in the log as it is now, or
+        ``None`` if the log does not reach it."""
         ...
 
     def save_snapshot(self, data: bytes) -> None:

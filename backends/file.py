@@ -30,9 +30,10 @@ older copy was put back) stops that process's reads and appends with
 :class:`~optuna_journal.errors.LogTruncatedError`: an append at the end it knew would leave
 a hole of zeros in the log, unreadable to every process.
 
-Replacement: ``compact`` swaps in a new file under the lock. A reader notices that the file is
-another one (device and inode) and raises :class:`~optuna_journal.errors.LogReplacedError`
-instead of reading at an offset of the old one; a writer finds the end of the new one.
+Replacement: ``compact`` swaps in a new file under the lock. A cursor names the file it is an
+offset in (device and inode): a read after it, or an append by a caller that has read up to
+it, raises :class:`~optuna_journal.errors.LogReplacedError` once the path names another file,
+instead of reading at an offset of the old one or appending to a log the caller has not read.
 """
 
 from __future__ import annotations
@@ -104,16 +105,15 @@ class FileBackend:
             self._lock = FlockLock(self._path + ".flock", timeout=lock_timeout)
         else:
             raise ValueError(f"lock must be 'auto', 'lease' or 'flock', got {lock!r}")
-        # The last frame boundary this process has checked, and (device, inode) of its file.
-        self._end: tuple[tuple[int, int] | None, Cursor] = (None, Cursor(0, 0))
-        self._identity: tuple[int, int] | None = None  # the file the reader's cursors are in
+        # The last frame boundary this process has checked (its log: the file's identity).
+        self._end = Cursor(0, 0)
         # Local filesystems: the log kept open (by pid, for forked children), for reads and
         # for appends: {write: (pid, (device, inode), fd)}.
         self._kept: dict[bool, tuple[int, tuple[int, int], int]] = {}
         self._retired: list[int] = []  # kept descriptors of files since replaced
         # The frames the last append found and wrote, and the cursor they follow: the read
         # that follows an append (the storage reading its own record back) is served from it.
-        self._recent: tuple[tuple[int, int], Cursor, list[Batch]] | None = None
+        self._recent: tuple[Cursor, list[Batch]] | None = None
         if os.path.exists(self._path):
             with open(self._path, "rb") as f:
                 self._check_magic(f.fileno())
@@ -130,16 +130,18 @@ class FileBackend:
         kind = "flock" if isinstance(self._lock, FlockLock) else "lease"
         return (FileBackend, (self._path, kind, self._lock.lease or 10.0, self._lock.timeout))
 
-    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+    def append(
+        self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
+    ) -> None:
         """Append under the lock; ``fsync`` before releasing it, unless ``sync`` is false and
         the filesystem is local (every process shares its page cache, so the next reader and
         writer see the frames anyway; on NFS only an ``fsync`` sends them to the server)."""
         with self._lock.hold():
-            self._append_locked(payloads, only_if_empty=False, sync=sync or not self._local)
+            self._append_locked(payloads, False, sync or not self._local, after)
 
     def append_head(self, payload: bytes) -> None:
         with self._lock.hold():
-            self._append_locked([payload], only_if_empty=True, sync=True)
+            self._append_locked([payload], True, True, None)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
         try:
@@ -147,27 +149,30 @@ class FileBackend:
         except FileNotFoundError:
             return  # nothing written yet
         try:
-            if after is None or after.token == 0 or self._identity is None:
-                self._identity = identity  # a fresh start, or a cursor from a snapshot
-            elif identity != self._identity:
-                raise LogReplacedError(
-                    f"{self._path}: the log was replaced (compacted?) since this process read it"
-                )
+            self._check_same_log(after, identity, "")
             recent = self._recent
-            if after is not None and recent is not None and recent[:2] == (identity, after):
-                yield from recent[2]  # what this process just appended, and the frames before it
-                after = recent[2][-1].cursor
+            if recent is not None and after == recent[0]:
+                yield from recent[1]  # what this process just appended, and the frames before it
+                after = recent[1][-1].cursor
             if after is not None and size == after.token:
                 return  # nothing new (on a local filesystem, where the size is to be trusted)
-            for batch in self._read(fd, after, size=size):
+            for batch in self._read(fd, after, size=size, log=identity):
                 # Checked frames never change, so a writer can start its search for the end here.
-                end_identity, end = self._end
-                if end_identity != identity or batch.cursor.records > end.records:
-                    self._end = (identity, batch.cursor)
+                end = self._end
+                if end.log != identity or batch.cursor.records > end.records:
+                    self._end = batch.cursor
                 yield batch
         finally:
             if close:
                 os.close(fd)
+
+    def _check_same_log(self, after: Cursor | None, identity: tuple[int, int], done: str) -> None:
+        """Raise unless ``after`` is a position in the file now at the path (or in none)."""
+        if after is not None and after.log is not None and after.log != identity:
+            raise LogReplacedError(
+                f"{self._path}: the log was replaced (compacted?) since this process read it"
+                + done
+            )
 
     def _open(self, write: bool) -> tuple[int, tuple[int, int], int | None, bool]:
         """The log open for reading or appending: ``(fd, (device, inode), size, close)``.
@@ -236,11 +241,14 @@ class FileBackend:
         finally:
             os.close(fd)
 
-    def reaches(self, cursor: Cursor) -> bool:
+    def locate(self, cursor: Cursor) -> Cursor | None:
         try:
-            return os.path.getsize(self._path) >= int(cursor.token)
+            st = os.stat(self._path)
         except FileNotFoundError:
-            return False
+            return None
+        if st.st_size < int(cursor.token):
+            return None
+        return cursor._replace(log=(st.st_dev, st.st_ino))
 
     @property
     def snapshot_path(self) -> str:
@@ -320,10 +328,12 @@ class FileBackend:
                     f.truncate(found.end)
                     f.flush()
                     os.fsync(f.fileno())
-                self._end, self._recent = (None, Cursor(0, 0)), None
+                self._end, self._recent = Cursor(0, 0), None
             return found
 
-    def _append_locked(self, payloads: Sequence[bytes], only_if_empty: bool, sync: bool) -> None:
+    def _append_locked(
+        self, payloads: Sequence[bytes], only_if_empty: bool, sync: bool, after: Cursor | None
+    ) -> None:
         data = b"".join(frames.pack(p) for p in payloads)
         try:
             fd, identity, size, close = self._open(write=True)
@@ -332,15 +342,16 @@ class FileBackend:
                 err.errno, f"{self._path}: no permission to write the journal"
             ) from err
         try:
-            end_identity, start = self._end
-            if end_identity != identity:  # another file (new, or compacted): from its start
-                start = Cursor(0, 0)
+            self._check_same_log(after, identity, "; nothing was appended")
+            start = self._end
+            if start.log != identity:  # another file (new, or compacted): from its start
+                start = Cursor(0, 0, identity)
             end, found = start, []
             if size is None or size != start.token or start.token == 0:
-                for batch in self._read(fd, start, size=size):
+                for batch in self._read(fd, start, size=size, log=identity):
                     end = batch.cursor
                     found.append(batch)
-            self._end = (identity, end)
+            self._end = end
             if only_if_empty and end.records > 0:
                 return
             offset = int(end.token)
@@ -375,9 +386,9 @@ class FileBackend:
                 ) from err
             if offset == 0:
                 _fsync_directory(os.path.dirname(self._path))  # the new file's name is durable
-            written = Cursor(end.records + len(payloads), offset + len(data))
-            self._end = (identity, written)
-            self._recent = (identity, start, [*found, Batch(written, list(payloads))])
+            written = Cursor(end.records + len(payloads), offset + len(data), identity)
+            self._end = written
+            self._recent = (start, [*found, Batch(written, list(payloads))])
         finally:
             if close:
                 os.close(fd)
@@ -398,8 +409,14 @@ class FileBackend:
         )
 
     def _read(
-        self, fd: int, after: Cursor | None, strict: bool = False, size: int | None = None
+        self,
+        fd: int,
+        after: Cursor | None,
+        strict: bool = False,
+        size: int | None = None,
+        log: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
+        """Yield the sound frames after ``after`` in batches, their cursors in ``log``."""
         if after is None or after.token == 0:
             if not self._check_magic(fd):
                 return
@@ -421,7 +438,7 @@ class FileBackend:
             if parsed.payloads:
                 count += len(parsed.payloads)
                 pos += parsed.stop
-                yield Batch(Cursor(count, pos), parsed.payloads)
+                yield Batch(Cursor(count, pos, log), parsed.payloads)
             if parsed.error is not None:
                 if self._zeros_to_end(fd, pos, size):
                     return  # a tail the filesystem zero-filled after a crash: torn

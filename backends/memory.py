@@ -25,7 +25,9 @@ class MemoryBackend:
     def location(self) -> str:
         return f"memory:{id(self):#x}"
 
-    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+    def append(
+        self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
+    ) -> None:
         with self._lock:
             self._payloads.extend(payloads)
 
@@ -46,9 +48,9 @@ class MemoryBackend:
         with self._lock:
             return self._payloads[0] if self._payloads else None
 
-    def reaches(self, cursor: Cursor) -> bool:
+    def locate(self, cursor: Cursor) -> Cursor | None:
         with self._lock:
-            return cursor.records <= len(self._payloads)
+            return cursor if cursor.records <= len(self._payloads) else None
 
     def save_snapshot(self, data: bytes) -> None:
         self._snapshot = data

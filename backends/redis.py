@@ -161,9 +161,7 @@ class RedisBackend:
             redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
         )
         self._cluster: RedisCluster | None = None
-        # The last entry this process has read, and what its last append's script read
-        # after it (see append).
-        self._seen: Cursor | None = None
+        # Where the last append's caller had read to, and what the script read after it.
         self._recent: tuple[Cursor, list[Any]] | None = None
         kind = self._call(self._first_contact, connect_timeout)
         if kind not in (b"none", b"stream"):
@@ -205,11 +203,12 @@ class RedisBackend:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self._url, self._name, self._connect_timeout, self._retry_timeout))
 
-    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
+    def append(
+        self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
+    ) -> None:
         """Durability is the server's (see the module's docstring): ``sync`` changes nothing."""
-        seen = self._seen
-        # Reads back only after what this process has read (COUNT 0 reads nothing).
-        last, count = ("-", 0) if seen is None else (str(seen.token), _BATCH)
+        # Reads back only after what the caller has read (COUNT 0 reads nothing).
+        last, count = ("-", 0) if after is None else (str(after.token), _BATCH)
         args: list[bytes | str | int] = [self._key, last, count, *payloads]
 
         def run() -> list[Any]:
@@ -223,7 +222,7 @@ class RedisBackend:
         except redis.exceptions.ResponseError as err:
             if str(err) != _LOST:
                 raise
-            record = seen.records - 1 if seen is not None else 0
+            record = after.records - 1 if after is not None else 0
             raise LogTruncatedError(
                 f"{self.location}: the stream no longer holds entry {last} (record {record}), "
                 "the last this process has read: the server lost acknowledged records "
@@ -232,7 +231,7 @@ class RedisBackend:
                 "to go on from what it holds."
             ) from None
         # What the script read is what the next read would read, if nothing came in between.
-        self._recent = (seen, entries) if seen is not None and len(entries) < _BATCH else None
+        self._recent = (after, entries) if after is not None and len(entries) < _BATCH else None
 
     def append_head(self, payload: bytes) -> None:
         def xadd_head() -> None:
@@ -253,12 +252,10 @@ class RedisBackend:
             # sooner.
             entries = recent[1]
             if entries:
-                batch = Batch(
+                yield Batch(
                     Cursor(after.records + len(entries), entries[-1][0].decode()),
                     self._payloads(entries, after.records),
                 )
-                self._seen = batch.cursor
-                yield batch
             return
         count = 0 if after is None else after.records
         start = "-" if after is None else f"({after.token}"
@@ -272,8 +269,7 @@ class RedisBackend:
             payloads = self._payloads(entries, count)
             count += len(payloads)
             last = entries[-1][0].decode()
-            self._seen = Cursor(count, last)
-            yield Batch(self._seen, payloads)
+            yield Batch(Cursor(count, last), payloads)
             if len(entries) < _BATCH:
                 return
             start = f"({last}"
@@ -282,9 +278,9 @@ class RedisBackend:
         entries = cast("list[list[Any]]", self._retrying("xrange", self._key, "-", "+", 1))
         return self._payloads(entries, 0)[0] if entries else None
 
-    def reaches(self, cursor: Cursor) -> bool:
+    def locate(self, cursor: Cursor) -> Cursor | None:
         token = str(cursor.token)
-        return bool(self._retrying("xrange", self._key, token, token, 1))
+        return cursor if self._retrying("xrange", self._key, token, token, 1) else None
 
     def save_snapshot(self, data: bytes) -> None:
         self._retrying("set", self._snapshot_key, data)

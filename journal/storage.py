@@ -31,7 +31,12 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_journal import codec, log
 from optuna_journal.backends.base import Backend, Batch, Cursor
 from optuna_journal.distributions import internal_value, to_record
-from optuna_journal.errors import JournalError, LogReplacedError, ReadOnlyError
+from optuna_journal.errors import (
+    JournalError,
+    LogReplacedError,
+    LogTruncatedError,
+    ReadOnlyError,
+)
 from optuna_journal.log import Entry
 from optuna_journal.records import (
     SCHEMA_VERSION,
@@ -115,6 +120,21 @@ def _checked_attr(key: str, value: Any) -> Any:
     except TypeError as err:
         raise TypeError(f"cannot store the attribute {key!r}: {err}") from None
     return value
+
+
+def _check_holds(location: str, applied: dict[str, int], holds: dict[str, int]) -> None:
+    """Raise unless a log that replaced another holds every record this process applied from
+    the old one: each writer's count (``rid``) must reach as far in the new log."""
+    missing = {writer: rid for writer, rid in applied.items() if holds.get(writer, 0) < rid}
+    if missing:
+        writer, rid = next(iter(missing.items()))
+        raise LogTruncatedError(
+            f"{location}: the log was replaced by one that lacks records this process has "
+            f"applied, from {len(missing)} writer(s) (writer {writer}: up to its record {rid}, "
+            f"the log holds up to {holds.get(writer, 0)}): an older copy was put back, or "
+            "another log put in its place. Nothing was appended; open the journal again to go "
+            "on from what it holds."
+        )
 
 
 class JournalStorage(BaseStorage, BaseHeartbeat):
@@ -300,11 +320,20 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
         try:
             return self._apply_tail(mine)
         except LogReplacedError:
-            # Compacted: the new log replays to the same state. Start over from it.
-            _logger.info(f"{self._backend.location} was compacted; replaying the new log.")
-            self._state, self._cursor, self._header, self._head = State(), None, None, None
+            pass
+        # Compacted: the new log replays to the same state. Start over from it, but keep to
+        # the old one unless the new one holds every record this process has applied.
+        _logger.info(f"{self._backend.location} was compacted; replaying the new log.")
+        before = self._state, self._cursor, self._header, self._head
+        self._state, self._cursor, self._header, self._head = State(), None, None, None
+        try:
             self._restore()
-            return self._apply_tail(mine)
+            verdict = self._apply_tail(mine)
+            _check_holds(self._backend.location, before[0].last_rid, self._state.last_rid)
+        except BaseException:
+            self._state, self._cursor, self._header, self._head = before
+            raise
+        return verdict
 
     def _apply_tail(self, mine: AnyRecord | None) -> Verdict:
         location = self._backend.location
@@ -375,7 +404,12 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
         payload = codec.encode(record)
         with self._lock:
             sync = self._durability == "append" or not isinstance(record, _WITHIN_TRIAL)
-            self._backend.append([payload], sync=sync)
+            while True:
+                try:
+                    self._backend.append([payload], sync=sync, after=self._cursor)
+                    break
+                except LogReplacedError:  # compacted since this process read it: catch up
+                    self._sync()
             verdict = self._sync(record)
         if isinstance(verdict, Rejected):
             raise _ERRORS[verdict.reason](verdict.message)

@@ -187,9 +187,10 @@ def load(data: bytes, backend: Backend) -> tuple[State, Cursor, bytes]:
     if head is None:
         raise SnapshotError("of a log that is empty")
     state, cursor = decode(data, head)
-    if not backend.reaches(cursor):
+    located = backend.locate(cursor)
+    if located is None:
         raise SnapshotError(f"ahead of the log (record {cursor.records}); was the log cut short?")
-    return state, cursor, head
+    return state, located, head
 
 
 def is_due(position: int, every: int) -> bool:

@@ -39,7 +39,7 @@ class BackendContract:
         _, cursor = _all(backend)
         other = self.reopen(backend)
         other.append([b"theirs"])
-        backend.append([b"mine", b"mine too"])
+        backend.append([b"mine", b"mine too"], after=cursor)
         payloads, after = _all(backend, cursor)
         assert payloads == [b"theirs", b"mine", b"mine too"]
         assert after is not None and after.records == 4
@@ -71,6 +71,29 @@ class BackendContract:
         assert payloads == [b"b", b"c"]
         assert after is not None and after.records == 4
         assert _all(backend, after) == ([], after)
+
+    def test_backend_reads_from_the_start_meanwhile_move_no_reader(self, backend: Backend) -> None:
+        """Views and history read through the storage's own handle, from the start."""
+        backend.append_head(b"head")
+        backend.append([b"a"])
+        _, cursor = _all(backend)
+        backend.append([b"b"], after=cursor)
+        assert _all(backend)[0] == [b"head", b"a", b"b"]
+        payloads, after = _all(backend, cursor)
+        assert payloads == [b"b"]
+        backend.append([b"c"], after=after)
+        assert _all(backend, after)[0] == [b"c"]
+
+    def test_backend_locates_a_cursor_kept_in_a_snapshot(self, backend: Backend) -> None:
+        backend.append_head(b"head")
+        backend.append([b"a"])
+        _, cursor = _all(backend)
+        assert cursor is not None
+        backend.append([b"b"])
+        kept = Cursor(cursor.records, cursor.token)  # what a snapshot keeps of it
+        located = self.reopen(backend).locate(kept)
+        assert located is not None and located[:2] == kept[:2]
+        assert _all(backend, located)[0] == [b"b"]
 
     def test_backend_head_is_written_once(self, backend: Backend) -> None:
         other = self.reopen(backend)

@@ -13,7 +13,12 @@ import tempfile
 import pytest
 
 from optuna_journal.backends import Backend, FileBackend, frames
-from optuna_journal.errors import CorruptLogError, LogTruncatedError, NotAJournalError
+from optuna_journal.errors import (
+    CorruptLogError,
+    LogReplacedError,
+    LogTruncatedError,
+    NotAJournalError,
+)
 from tests.backends.contract import BackendContract, _all
 
 
@@ -65,6 +70,27 @@ def test_file_cut_below_what_a_process_has_read_stops_its_reads_and_appends(
         backend.append([b"new"])
     assert os.path.getsize(backend.location) == starts[3]
     assert _all(FileBackend(backend.location))[0] == PAYLOADS[:3]
+
+
+def test_file_replaced_under_a_reader_stops_its_reads_and_appends_at_its_old_offsets(
+    tmp_path: Path,
+) -> None:
+    backend, _ = _log(tmp_path, PAYLOADS)
+    _, cursor = _all(backend)
+    other = tmp_path / "other"
+    other.mkdir()
+    _log(other, [b"another head", b"one"])
+    os.replace(other / "log.journal", backend.location)  # as compact does
+    before = Path(backend.location).read_bytes()
+    with pytest.raises(LogReplacedError, match="nothing was appended"):
+        backend.append([b"new"], after=cursor)
+    assert Path(backend.location).read_bytes() == before
+    with pytest.raises(LogReplacedError):
+        _all(backend, cursor)
+    payloads, anew = _all(backend)
+    assert payloads == [b"another head", b"one"]
+    backend.append([b"new"], after=anew)
+    assert _all(backend, anew)[0] == [b"new"]
 
 
 def test_file_torn_tail_is_overwritten_by_the_next_writer(tmp_path: Path) -> None:

@@ -83,6 +83,33 @@ def test_compact_keeps_recent_records_as_they_were(tmp_path: Path) -> None:
     assert after[-5:] == last and isinstance(after[-6], r.LogCompacted)
 
 
+def test_compact_under_a_storage_whose_history_and_views_read_the_new_log_first(
+    tmp_path: Path,
+) -> None:
+    # They read through the storage's own backend, from the start of the new file; the
+    # storage's position is still one in the old file.
+    path = tmp_path / "s.journal"
+    storage = _busy_journal(path)
+    kept = storage.get_study_id_from_name("kept")
+    compact(str(path), keep=0, keep_seconds=0)
+    assert storage.history(study_id=kept)[0].record.name == "kept"
+    assert len(storage.at(position=3).get_all_studies()) == 1
+    assert storage.get_n_trials(kept) == 7
+    new_trial = storage.create_new_trial(kept)
+    assert new_trial == 12
+    assert JournalStorage(FileBackend(path)).get_all_trials(kept) == storage.get_all_trials(kept)
+
+
+def test_compact_under_a_storage_opened_from_a_snapshot_with_no_tail(tmp_path: Path) -> None:
+    path = tmp_path / "s.journal"
+    _busy_journal(path).snapshot()
+    storage = JournalStorage(FileBackend(path), snapshot_every=0)  # all from the snapshot
+    kept = storage.get_study_id_from_name("kept")
+    compact(str(path), keep=0, keep_seconds=0)
+    assert storage.create_new_trial(kept) == 12
+    assert JournalStorage(FileBackend(path)).get_all_trials(kept) == storage.get_all_trials(kept)
+
+
 def test_compact_refuses_a_corrupt_log_and_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s.journal"
     _busy_journal(path)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 from pathlib import Path
 import random
+import shutil
 import signal
 import time
 from typing import Any
@@ -115,6 +116,32 @@ def test_recovery_repair_force_under_a_live_writer_stops_it_without_a_hole(
     reopened = JournalStorage(FileBackend(path), snapshot_every=0)
     reopened.set_study_user_attr(0, "after", "the cut")
     assert reopened.get_study_user_attrs(0) == {"k0": "", "after": "the cut"}
+
+
+def test_recovery_an_older_copy_put_back_stops_the_processes_that_read_past_it(
+    tmp_path: Path,
+) -> None:
+    # Going on would reuse the ids of the lost trials and studies for new ones: a worker's
+    # write to its trial would land in another's.
+    path, _ = _journal(tmp_path)
+    early = JournalStorage(FileBackend(path), snapshot_every=0)
+    older = tmp_path / "backup.journal"
+    shutil.copy(path, older)
+    writer = JournalStorage(FileBackend(path), snapshot_every=0)
+    writer.set_study_user_attr(0, "lost", "with the restore")
+    reader = JournalStorage(FileBackend(path), snapshot_every=0)
+    os.replace(older, path)
+    restored = path.read_bytes()
+    with pytest.raises(LogTruncatedError, match="lacks records this process has applied"):
+        writer.set_study_user_attr(0, "after", "the restore")
+    assert path.read_bytes() == restored  # nothing was appended
+    for _ in range(2):  # and it goes on refusing, rather than show the older state
+        with pytest.raises(LogTruncatedError, match=r"writer .*: up to its record \d+"):
+            reader.get_study_user_attrs(0)
+    assert "lost" not in early.get_study_user_attrs(0)  # it had read nothing the copy lacks
+    reopened = JournalStorage(FileBackend(path), snapshot_every=0)
+    reopened.set_study_user_attr(0, "after", "the restore")
+    assert early.get_study_user_attrs(0) == reopened.get_study_user_attrs(0)
 
 
 def _kill_at_random(target: Any, args: tuple[str, ...], acks: Path, rng: random.Random) -> None:

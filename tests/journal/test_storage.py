@@ -26,6 +26,7 @@ from optuna_journal import (
 )
 from optuna_journal import records as r
 from optuna_journal.backends import frames
+from optuna_journal.backends.base import Cursor
 
 MIN = [StudyDirection.MINIMIZE]
 
@@ -244,9 +245,11 @@ def test_storage_refuses_to_open_a_log_corrupt_in_the_middle(tmp_path: Path) -> 
 class _RepeatingBackend(MemoryBackend):
     """Lands every append twice, as a retry after a lost reply does."""
 
-    def append(self, payloads: Sequence[bytes], sync: bool = True) -> None:
-        super().append(payloads, sync)
-        super().append(payloads, sync)
+    def append(
+        self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
+    ) -> None:
+        super().append(payloads, sync, after)
+        super().append(payloads, sync, after)
 
 
 def test_storage_repeated_appends_take_effect_once() -> None:
