@@ -27,14 +27,21 @@ own count (``rid``), and replay applies it once.
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
 record survives a crash of the server or its machine; with ``everysec`` up to about a second
 of acknowledged records can be lost if the machine (not just the process) fails; without AOF,
-only what the last RDB snapshot saved survives a restart. Replicas are asynchronous: a failover
-can lose acknowledged records unless ``WAIT`` is used (not done here).
+only what the last RDB snapshot saved survives a restart.
+
+Replicas: Redis replicates asynchronously, so a failover can lose acknowledged records. With
+``replicas=N`` an append is acknowledged only once N replicas have its records: ``WAIT`` follows
+the script in one pipeline (one round trip), and the pair is resent whole after a lost
+connection. A failover to one of those replicas then loses no acknowledged record. Records
+are streamed to replicas in order, so what an append's script reads back before its own
+records is on them too; a plain read can still see another process's records before they
+reach a replica, and a failover that loses those stops the reader's next append (see above).
 
 Redis Cluster: the URL may name any node. One journal is one stream on one slot, so every
 command goes to the primary that holds the slot, found through redis-py's ``RedisCluster``.
 When the slot moves (a reply ``MOVED``) or its node stops answering, the backend asks the
 cluster where the slot is now and retries there, within ``retry_timeout``. A failover to a
-replica can lose acknowledged records (see Durability).
+replica can lose acknowledged records unless ``replicas`` is set (see Replicas).
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ _TRANSIENT = (
     redis.exceptions.ClusterDownError,
 )
 _FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+_MAX_WAIT = 20.0  # seconds a WAIT may block: below the socket timeout, 30 s
 # KEYS[1]: the stream. ARGV: the last entry this process has read ('-': none), how many to
 # read back after it at most, then the records to add. A stream that lost that entry (a server
 # restarted without its writes, a failover, a deleted key) gets nothing: see append.
@@ -98,13 +106,27 @@ return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[2])
 _APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """Take the ``journal=NAME`` query parameter out of a Redis URL."""
+_OURS = ("journal", "replicas")
+"""The query parameters of a Redis URL that are optuna-journal's, not redis-py's."""
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Take optuna-journal's own query parameters (``journal=NAME``, ``replicas=N``) out of
+    a Redis URL; the rest is redis-py's."""
     base, _, query = url.partition("?")
     pairs = parse_qsl(query, keep_blank_values=True)
-    names = [value for key, value in pairs if key == "journal"]
-    rest = urlencode([(key, value) for key, value in pairs if key != "journal"])
-    return (f"{base}?{rest}" if rest else base), (names[-1] if names else None)
+    rest = urlencode([(key, value) for key, value in pairs if key not in _OURS])
+    return (f"{base}?{rest}" if rest else base), {k: v for k, v in pairs if k in _OURS}
+
+
+def from_url(url: str) -> RedisBackend:
+    """The journal a Redis URL names: ``...?journal=NAME&replicas=N`` (defaults: ``default``,
+    0), the rest of the URL as redis-py reads it."""
+    base, ours = split_url(url)
+    replicas = ours.get("replicas", "0")
+    if not replicas.isdigit():
+        raise ValueError(f"replicas= in a Redis URL must be a count, got {replicas!r}")
+    return RedisBackend(base, ours.get("journal", "default"), replicas=int(replicas))
 
 
 def _redacted(url: str) -> str:
@@ -126,6 +148,9 @@ class RedisBackend:
         connect_timeout: Seconds to wait for the server on first contact before raising.
         retry_timeout: Seconds an operation keeps retrying through a lost connection or a
             restarting server before raising.
+        replicas: Acknowledge an append only once this many replicas have its records (see
+            the module's docstring); at most ``retry_timeout`` (capped at 20 s) is waited for
+            them.
 
     Raises:
         JournalConnectionError: The server cannot be reached within ``connect_timeout``.
@@ -139,11 +164,15 @@ class RedisBackend:
         *,
         connect_timeout: float = 5.0,
         retry_timeout: float = 60.0,
+        replicas: int = 0,
     ) -> None:
         if not name:
             raise ValueError("a Redis journal needs a non-empty name")
         if connect_timeout <= 0 or retry_timeout <= 0:
             raise ValueError("connect_timeout and retry_timeout must be positive")
+        if replicas < 0:
+            raise ValueError(f"replicas must not be negative, got {replicas}")
+        self._replicas = replicas
         self._url = url
         self._name = name
         self._connect_timeout = connect_timeout
@@ -201,7 +230,10 @@ class RedisBackend:
         return self._key
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen, (self._url, self._name, self._connect_timeout, self._retry_timeout))
+        return (
+            _reopen,
+            (self._url, self._name, self._connect_timeout, self._retry_timeout, self._replicas),
+        )
 
     def append(
         self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
@@ -213,9 +245,9 @@ class RedisBackend:
 
         def run() -> list[Any]:
             try:
-                return cast("list[Any]", self._client.evalsha(_APPEND_SHA, 1, *args))
+                return cast("list[Any]", self._write(lambda c: c.evalsha(_APPEND_SHA, 1, *args)))
             except redis.exceptions.NoScriptError:  # a new or restarted server: send it whole
-                return cast("list[Any]", self._client.eval(_APPEND, 1, *args))
+                return cast("list[Any]", self._write(lambda c: c.eval(_APPEND, 1, *args)))
 
         try:
             entries = self._call(run, self._retry_timeout)
@@ -233,10 +265,32 @@ class RedisBackend:
         # What the script read is what the next read would read, if nothing came in between.
         self._recent = (after, entries) if after is not None and len(entries) < _BATCH else None
 
+    def _write(self, command: Callable[[Any], Any]) -> Any:
+        """Run the write ``command`` issues on a client; if replicas are asked for, follow it
+        with ``WAIT`` in the same round trip, and raise unless enough acknowledge it."""
+        if not self._replicas:
+            return command(self._client)
+        wait = min(self._retry_timeout, _MAX_WAIT)
+        pipe = self._client.pipeline(transaction=False)
+        command(pipe)
+        pipe.wait(self._replicas, int(wait * 1000))
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        written, acknowledged = replies
+        if acknowledged < self._replicas:
+            raise JournalConnectionError(
+                f"{self.location}: the records were added, but {acknowledged} of the "
+                f"{self._replicas} replicas asked for had them after {wait:g} s: they are on "
+                "the primary only, and a failover before they reach a replica would lose them"
+            )
+        return written
+
     def append_head(self, payload: bytes) -> None:
         def xadd_head() -> None:
             try:
-                self._client.xadd(self._key, {_FIELD: payload}, id=_HEAD_ID)
+                self._write(lambda c: c.xadd(self._key, {_FIELD: payload}, id=_HEAD_ID))
             except redis.exceptions.ResponseError as err:
                 if "equal or smaller" not in str(err):
                     raise
@@ -373,5 +427,13 @@ def _cluster_enabled(client: redis.Redis) -> bool:
         return False
 
 
-def _reopen(url: str, name: str, connect_timeout: float, retry_timeout: float) -> RedisBackend:
-    return RedisBackend(url, name, connect_timeout=connect_timeout, retry_timeout=retry_timeout)
+def _reopen(
+    url: str, name: str, connect_timeout: float, retry_timeout: float, replicas: int
+) -> RedisBackend:
+    return RedisBackend(
+        url,
+        name,
+        connect_timeout=connect_timeout,
+        retry_timeout=retry_timeout,
+        replicas=replicas,
+    )

@@ -48,8 +48,9 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
 
     Args:
         location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``), with the
-            journal's name as ``?journal=NAME`` (default ``default``); or ``memory:`` for a
-            private in-memory log.
+            journal's name as ``?journal=NAME`` (default ``default``) and, to acknowledge an
+            append only once N replicas have it, ``&replicas=N``; or ``memory:`` for a private
+            in-memory log.
 
     Returns:
         A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.
@@ -58,8 +59,7 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
     if text == "memory:":
         return JournalStorage(MemoryBackend())
     if text.startswith(("redis://", "rediss://", "unix://")):
-        from optuna_journal.backends.redis import RedisBackend, split_url
+        from optuna_journal.backends.redis import from_url
 
-        url, name = split_url(text)
-        return JournalStorage(RedisBackend(url, name or "default"))
+        return JournalStorage(from_url(text))
     return JournalStorage(FileBackend(location))

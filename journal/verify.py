@@ -48,10 +48,9 @@ def verify(location: str) -> Report:
     """Check every frame, every record against the schema, and the snapshot."""
     backend: Backend
     if "://" in location:
-        from optuna_journal.backends.redis import RedisBackend, split_url
+        from optuna_journal.backends.redis import from_url
 
-        url, name = split_url(location)
-        backend = RedisBackend(url, name or "default")
+        backend = from_url(location)
     else:
         backend = FileBackend(location)
     report = Report(backend.location)

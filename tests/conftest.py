@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+import time
 
 import pytest
+import redis
 
 from optuna_journal.redis_server import RedisServer
+from tests.proxy import Proxy
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +18,29 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+def start_replica(replica: RedisServer, primary_port: int) -> None:
+    """Start ``replica`` as a replica of the server at ``primary_port``; return once it is in
+    sync with it."""
+    replica.extra = ("--replicaof", "127.0.0.1", str(primary_port))
+    replica.start()
+    client = redis.Redis.from_url(replica.url)
+    deadline = time.monotonic() + 20
+    while client.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica did not sync with its primary"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, Proxy]]:
+    """A primary, and its replica linked to it through a proxy (to cut the link)."""
+    primary = RedisServer(tmp_path / "primary")
+    primary.start()
+    link = Proxy(primary.port)
+    replica = RedisServer(tmp_path / "replica")
+    start_replica(replica, link.port)
+    yield primary, replica, link
+    for server in (replica, primary):
+        server.kill()  # a replica refuses SIGTERM while it writes the AOF of its first sync
+    link.close()

@@ -1,5 +1,9 @@
-"""A TCP proxy on loopback that can lose replies: it forwards a request to the server, lets
-the server act on it, then drops the connection instead of passing the reply back."""
+"""A TCP proxy on loopback that injects network faults between a client and a Redis server.
+
+It can lose replies (forward a request, let the server act on it, then drop the connection
+instead of passing the reply back), follow a failover to another server (as a managed Redis
+endpoint does), and cut every connection as a network partition would.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,23 @@ import socket
 import threading
 
 
-class ReplyDroppingProxy:
+class Proxy:
     """Forward 127.0.0.1:``port`` to the server at ``target_port``.
 
     Args:
-        target_port: The server's port on 127.0.0.1.
+        target_port: The server's port on 127.0.0.1; new connections go to its value then.
         marker: Requests containing these bytes are candidates for a lost reply.
         probability: The chance that a candidate's reply is lost.
     """
 
-    def __init__(self, target_port: int, marker: bytes, probability: float, seed: int = 0) -> None:
+    def __init__(
+        self, target_port: int, marker: bytes = b"", probability: float = 0.0, seed: int = 0
+    ) -> None:
         self.target_port = target_port
         self.marker = marker
         self.probability = probability
         self.dropped = 0
+        self.severed = False
         self._rng = random.Random(seed)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -31,6 +38,11 @@ class ReplyDroppingProxy:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def sever(self) -> None:
+        """From now on forward nothing: every connection drops at its next byte, and new
+        ones are refused."""
+        self.severed = True
 
     def close(self) -> None:
         self._closed = True
@@ -42,7 +54,15 @@ class ReplyDroppingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                if self.severed:
+                    raise ConnectionRefusedError
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:  # the server is down, or cut off: so is this connection
+                _close(client)
+                continue
+            for sock in (client, server):  # no Nagle delay on replies that come in pieces
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             drop = threading.Event()
             threading.Thread(
                 target=self._upstream, args=(client, server, drop), daemon=True
@@ -55,8 +75,8 @@ class ReplyDroppingProxy:
         self, client: socket.socket, server: socket.socket, drop: threading.Event
     ) -> None:
         try:
-            while data := client.recv(65536):
-                if self.marker in data and self._rng.random() < self.probability:
+            while (data := client.recv(65536)) and not self.severed:
+                if self.marker and self.marker in data and self._rng.random() < self.probability:
                     drop.set()  # before the server can answer
                 server.sendall(data)
         except OSError:
@@ -68,7 +88,7 @@ class ReplyDroppingProxy:
         self, server: socket.socket, client: socket.socket, drop: threading.Event
     ) -> None:
         try:
-            while data := server.recv(65536):
+            while (data := server.recv(65536)) and not self.severed:
                 if drop.is_set():
                     self.dropped += 1
                     break  # the server acted; the client never hears of it

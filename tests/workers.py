@@ -14,7 +14,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from optuna_journal import FileBackend, JournalStorage, open_storage
+from optuna_journal import FileBackend, JournalStorage, LogTruncatedError, open_storage
 from optuna_journal.backends.flock import FlockLock
 from optuna_journal.backends.lock import LeaseLock
 
@@ -104,6 +104,25 @@ def optimize(
             _append_line(finished, str(trial.number))
 
     study.optimize(objective, n_trials=n_trials, callbacks=[acknowledged])
+
+
+def optimize_reopening(location: str, study_name: str, n_trials: int, finished: str) -> None:
+    """Have ``n_trials`` trials acknowledged (each number to ``finished``), opening the journal
+    anew whenever it stops this process because the log lost records it had read."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    acknowledged = 0
+    while acknowledged < n_trials:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(location))
+        try:
+            while acknowledged < n_trials:
+                trial = study.ask()
+                x = trial.suggest_float("x", -10, 10)
+                trial.report(x, 0)
+                study.tell(trial, x * x)
+                _append_line(finished, str(trial.number))
+                acknowledged += 1
+        except LogTruncatedError:
+            continue
 
 
 def _append_line(path: str, line: str) -> None:

@@ -12,10 +12,11 @@ import redis
 
 from optuna_journal import open_storage
 from optuna_journal.backends import Backend
-from optuna_journal.backends.redis import RedisBackend, split_url
+from optuna_journal.backends.redis import RedisBackend, from_url, split_url
 from optuna_journal.errors import CorruptLogError, JournalConnectionError, NotAJournalError
 from optuna_journal.redis_server import RedisServer
 from tests.backends.contract import BackendContract, _all
+from tests.proxy import Proxy
 
 
 class TestRedisBackend(BackendContract):
@@ -70,11 +71,35 @@ def test_redis_keys_are_namespaced_with_a_cluster_hash_tag(redis_server: RedisSe
 
 
 def test_redis_url_takes_the_journal_name_and_keeps_the_rest() -> None:
-    assert split_url("redis://:pw@h:1/2?journal=s&socket_timeout=3") == (
+    assert split_url("redis://:pw@h:1/2?journal=s&socket_timeout=3&replicas=1") == (
         "redis://:pw@h:1/2?socket_timeout=3",
-        "s",
+        {"journal": "s", "replicas": "1"},
     )
-    assert split_url("unix:///tmp/r.sock?db=3") == ("unix:///tmp/r.sock?db=3", None)
+    assert split_url("unix:///tmp/r.sock?db=3") == ("unix:///tmp/r.sock?db=3", {})
+    with pytest.raises(ValueError, match="replicas= in a Redis URL must be a count, got '-1'"):
+        from_url("redis://127.0.0.1:1/0?journal=s&replicas=-1")
+
+
+def test_redis_replicas_an_acknowledged_append_is_on_the_replica(
+    replicated: tuple[RedisServer, RedisServer, Proxy],
+) -> None:
+    primary, replica, _ = replicated
+    backend = from_url(f"{primary.url}?journal=r&replicas=1")
+    on_replica = redis.Redis.from_url(replica.url)
+    backend.append_head(b"head")
+    assert on_replica.xlen(backend.key) == 1
+    for n in range(2, 40):
+        backend.append([b"x" * 1000, b"y"][: n % 2 + 1])
+        assert on_replica.xlen(backend.key) == redis.Redis.from_url(primary.url).xlen(backend.key)
+
+
+def test_redis_replicas_missing_is_a_clear_bounded_error(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url, name=_name(), retry_timeout=0.3, replicas=1)
+    with pytest.raises(JournalConnectionError, match="0 of the 1 replicas asked for had them"):
+        backend.append_head(b"head")
+    assert _all(backend)[0] == [b"head"]  # on the primary, unacknowledged
+    with pytest.raises(JournalConnectionError, match="after 0.3 s: they are on the primary"):
+        backend.append([b"x"])
 
 
 def test_redis_unix_socket_and_db_from_the_url(redis_server: RedisServer) -> None:

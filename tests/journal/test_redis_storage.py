@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+import multiprocessing
 from pathlib import Path
 import pickle
 import time
@@ -18,8 +19,9 @@ import redis
 from optuna_journal import JournalStorage, LogTruncatedError, codec, open_storage
 from optuna_journal.backends.redis import RedisBackend
 from optuna_journal.redis_server import RedisServer
-from tests.proxy import ReplyDroppingProxy
-from tests.workers import optimize, optimize_through, run_spawned
+from tests.conftest import start_replica
+from tests.proxy import Proxy
+from tests.workers import optimize, optimize_reopening, optimize_through, run_spawned
 
 
 class TestRedisBackendConformance(StorageTestCase):
@@ -76,10 +78,53 @@ def test_redis_server_that_lost_acknowledged_records_stops_a_writer_that_read_th
     assert [(t.number, t.state) for t in trials] == [(n, TrialState.COMPLETE) for n in range(5)]
 
 
+@pytest.mark.parametrize("replicas", [1, 0])
+def test_redis_failover_to_a_replica_loses_no_acknowledged_trial_with_replicas(
+    replicated: tuple[RedisServer, RedisServer, Proxy], tmp_path: Path, replicas: int
+) -> None:
+    # The workers reach the primary through one address that follows a failover, as a
+    # managed endpoint does. Mid-run the replication link is cut, the primary is SIGKILLed,
+    # the replica promoted, and the old primary brought back as its replica. Without
+    # replicas=1 (the control) the primary acknowledged trials only it held: lost.
+    primary, replica, link = replicated
+    endpoint = Proxy(primary.port)
+    location = f"{_location(endpoint.url)}&replicas={replicas}"
+    optuna.create_study(study_name="failover", storage=open_storage(location))
+    finished = tmp_path / "finished"
+    finished.touch()
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=optimize_reopening, args=(location, "failover", 100, str(finished)))
+        for _ in range(4)
+    ]
+    for p in workers:
+        p.start()
+    deadline = time.monotonic() + 120
+    while len(finished.read_text().split()) < 60:
+        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
+        time.sleep(0.01)
+    link.sever()
+    time.sleep(0.5)
+    primary.kill()
+    redis.Redis.from_url(replica.url).replicaof("NO", "ONE")
+    endpoint.target_port = replica.port
+    start_replica(primary, replica.port)
+    for p in workers:
+        p.join(timeout=300)
+    assert [p.exitcode for p in workers] == [0] * 4
+    trials = optuna.load_study(study_name="failover", storage=open_storage(location)).trials
+    acknowledged = Counter(int(n) for n in finished.read_text().split())
+    assert sum(acknowledged.values()) == 400
+    # A lost trial's number goes to a new trial, acknowledged again.
+    lost = [n for n, times in acknowledged.items() if times > 1]
+    lost += [n for n in acknowledged if trials[n].state != TrialState.COMPLETE]
+    assert bool(lost) == (replicas == 0)
+
+
 def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
     redis_server: RedisServer,
 ) -> None:
-    proxy = ReplyDroppingProxy(redis_server.port, marker=b"EVALSHA", probability=0.15)
+    proxy = Proxy(redis_server.port, marker=b"EVALSHA", probability=0.15)
     name = uuid.uuid4().hex
     storage = JournalStorage(RedisBackend(proxy.url, name=name))
     study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(0))
