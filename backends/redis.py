@@ -37,6 +37,11 @@ are streamed to replicas in order, so what an append's script reads back before 
 records is on them too; a plain read can still see another process's records before they
 reach a replica, and a failover that loses those stops the reader's next append (see above).
 
+Redis Sentinel: with a ``redis+sentinel://`` URL the backend asks the sentinels for the
+primary, and asks again when it stops answering or turns out to be a replica; the retries
+above carry an append across a failover. Use ``replicas`` so that it loses nothing
+acknowledged.
+
 Redis Cluster: the URL may name any node. One journal is one stream on one slot, so every
 command goes to the primary that holds the slot, found through redis-py's ``RedisCluster``.
 When the slot moves (a reply ``MOVED``) or its node stops answering, the backend asks the
@@ -54,13 +59,14 @@ import logging
 import random
 import time
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 import redis.exceptions
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from optuna_journal.backends.base import Batch, Cursor
 from optuna_journal.errors import (
@@ -106,6 +112,7 @@ return redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', ARGV[2])
 _APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 
 
+_SENTINEL_SCHEME = "redis+sentinel://"
 _OURS = ("journal", "replicas")
 """The query parameters of a Redis URL that are optuna-journal's, not redis-py's."""
 
@@ -143,7 +150,10 @@ class RedisBackend:
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS or
             ``unix:///path/to/socket?db=N``, as redis-py parses them; in a Redis Cluster,
-            any node's.
+            any node's. Or, for the primary Redis Sentinel names,
+            ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/DB]``:
+            the sentinels' addresses (port 26379 by default), the service (master) name, the
+            database; the credentials are the primary's, the sentinels are asked without.
         name: The journal's name on that server.
         connect_timeout: Seconds to wait for the server on first contact before raising.
         retry_timeout: Seconds an operation keeps retrying through a lost connection or a
@@ -184,11 +194,10 @@ class RedisBackend:
             "socket_timeout": 30.0,
             "health_check_interval": 0,
         }
-        # The server every command goes to: the one in the URL, or in a cluster the primary
-        # that holds the journal's slot (see _find_slot).
-        self._client = _raw_xrange(  # retried by us, within our own bounds: not by redis-py
-            redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._options)
-        )
+        # The server every command goes to: the one in the URL, the primary the sentinels
+        # name, or in a cluster the primary that holds the journal's slot (see _find_slot).
+        # Retried by us, within our own bounds: not by redis-py.
+        self._client = _raw_xrange(_client(url, retry=Retry(NoBackoff(), 0), **self._options))
         self._cluster: RedisCluster | None = None
         # Where the last append's caller had read to, and what the script read after it.
         self._recent: tuple[Cursor, list[Any]] | None = None
@@ -409,6 +418,35 @@ class RedisBackend:
                 if failures:
                     _logger.info("The Redis server at %s answers again.", self.location)
                 return result
+
+
+def _client(url: str, **options: Any) -> redis.Redis:
+    """A client of the server ``url`` names; with ``redis+sentinel://``, of the primary its
+    sentinels name now (redis-py asks them again on every new connection, so a client
+    follows a failover once its old connection fails)."""
+    if not url.startswith(_SENTINEL_SCHEME):
+        return redis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()) or parts.query:
+        raise ValueError(
+            f"{_redacted(url)}: a Sentinel URL is redis+sentinel://[[user]:password@]host[:port]"
+            "[,host[:port]...]/SERVICE[/DB], with no other query than journal= and replicas="
+        )
+    sentinels = []
+    for address in parts.netloc.rpartition("@")[2].split(","):
+        at = urlsplit(f"//{address}")
+        sentinels.append((at.hostname or "localhost", at.port or 26379))
+    sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    primary = sentinel.master_for(  # type: ignore[no-untyped-call]
+        service,
+        db=int(db or 0),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        **options,
+    )
+    return cast(redis.Redis, primary)
 
 
 def _raw_xrange(client: redis.Redis) -> redis.Redis:

@@ -47,10 +47,11 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
     """Open the journal at ``location``.
 
     Args:
-        location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``), with the
-            journal's name as ``?journal=NAME`` (default ``default``) and, to acknowledge an
-            append only once N replicas have it, ``&replicas=N``; or ``memory:`` for a private
-            in-memory log.
+        location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``, or
+            ``redis+sentinel://host:port[,host:port...]/SERVICE[/DB]`` for the primary that
+            Redis Sentinel names), with the journal's name as ``?journal=NAME`` (default
+            ``default``) and, to acknowledge an append only once N replicas have it,
+            ``&replicas=N``; or ``memory:`` for a private in-memory log.
 
     Returns:
         A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.
@@ -58,7 +59,7 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
     text = str(location)
     if text == "memory:":
         return JournalStorage(MemoryBackend())
-    if text.startswith(("redis://", "rediss://", "unix://")):
+    if text.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
         from optuna_journal.backends.redis import from_url
 
         return JournalStorage(from_url(text))

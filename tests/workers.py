@@ -41,27 +41,58 @@ def optimize_through(
     once 40 trials have finished. Every trial must then be complete, numbered once, and
     every acknowledged one there (``finished`` collects the acknowledgements)."""
     optuna.create_study(study_name=study_name, storage=open_storage(location))
-    ctx = multiprocessing.get_context("spawn")
-    workers = [
-        ctx.Process(target=optimize, args=(location, study_name, n_trials, None, str(finished)))
-        for _ in range(4)
-    ]
-    for p in workers:
-        p.start()
-    deadline = time.monotonic() + 120
-    while len(finished.read_text().split()) < 40 if finished.exists() else True:
-        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
-        time.sleep(0.02)
-    disrupt()
-    for p in workers:
-        p.join(timeout=300)
-    assert [p.exitcode for p in workers] == [0] * 4
+    _four_through(
+        optimize, (location, study_name, n_trials, None, str(finished)), finished, disrupt
+    )
     total = 4 * n_trials
     trials = optuna.load_study(study_name=study_name, storage=open_storage(location)).trials
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: total}
     assert sorted(t.number for t in trials) == list(range(total))
     acknowledged = Counter(int(n) for n in finished.read_text().split())
     assert sorted(acknowledged) == list(range(total)) and set(acknowledged.values()) == {1}
+
+
+def optimize_reopening_through(
+    location: str,
+    study_name: str,
+    n_trials: int,
+    finished: Path,
+    disrupt: Callable[[], None],
+) -> tuple[Counter[int], list[optuna.trial.FrozenTrial]]:
+    """:func:`optimize_through` with :func:`optimize_reopening`: a failover may stop a
+    process, which opens the journal anew. Returns how often each trial number was
+    acknowledged, and the trials."""
+    optuna.create_study(study_name=study_name, storage=open_storage(location))
+    finished.touch()
+    _four_through(
+        optimize_reopening, (location, study_name, n_trials, str(finished)), finished, disrupt
+    )
+    acknowledged = Counter(int(n) for n in finished.read_text().split())
+    assert sum(acknowledged.values()) == 4 * n_trials
+    trials = optuna.load_study(study_name=study_name, storage=open_storage(location)).trials
+    return acknowledged, trials
+
+
+def _four_through(
+    target: Callable[..., None],
+    args: tuple[object, ...],
+    finished: Path,
+    disrupt: Callable[[], None],
+) -> None:
+    """Run ``target(*args)`` in four spawned processes; ``disrupt`` runs once 40 trials are
+    acknowledged (in ``finished``). All must exit 0."""
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=target, args=args) for _ in range(4)]
+    for p in workers:
+        p.start()
+    deadline = time.monotonic() + 120
+    while len(finished.read_text().split()) < 40 if finished.exists() else True:
+        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
+        time.sleep(0.01)
+    disrupt()
+    for p in workers:
+        p.join(timeout=300)
+    assert [p.exitcode for p in workers] == [0] * 4
 
 
 def hold_lock(lock_path: str, lease: float, seconds: float, ready: str) -> None:

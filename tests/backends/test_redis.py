@@ -80,6 +80,21 @@ def test_redis_url_takes_the_journal_name_and_keeps_the_rest() -> None:
         from_url("redis://127.0.0.1:1/0?journal=s&replicas=-1")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/",
+        "redis+sentinel://:pw@127.0.0.1:26379/svc/one",
+        "redis+sentinel://127.0.0.1:26379/svc?socket_timeout=3",
+    ],
+)
+def test_redis_sentinel_url_without_a_service_or_with_other_options_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="SERVICE") as raised:
+        from_url(url)
+    assert "pw" not in str(raised.value)
+
+
 def test_redis_replicas_an_acknowledged_append_is_on_the_replica(
     replicated: tuple[RedisServer, RedisServer, Proxy],
 ) -> None:

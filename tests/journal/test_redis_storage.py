@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-import multiprocessing
 from pathlib import Path
 import pickle
 import time
@@ -21,7 +20,8 @@ from optuna_journal.backends.redis import RedisBackend
 from optuna_journal.redis_server import RedisServer
 from tests.conftest import start_replica
 from tests.proxy import Proxy
-from tests.workers import optimize, optimize_reopening, optimize_through, run_spawned
+from tests.sentinel import SentinelServer
+from tests.workers import optimize, optimize_reopening_through, optimize_through, run_spawned
 
 
 class TestRedisBackendConformance(StorageTestCase):
@@ -78,6 +78,13 @@ def test_redis_server_that_lost_acknowledged_records_stops_a_writer_that_read_th
     assert [(t.number, t.state) for t in trials] == [(n, TrialState.COMPLETE) for n in range(5)]
 
 
+def _lost(acknowledged: Counter[int], trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """Acknowledged trials that are gone: a lost trial's number goes to a new trial, which
+    is acknowledged again."""
+    twice = [n for n, times in acknowledged.items() if times > 1]
+    return twice + [n for n in acknowledged if trials[n].state != TrialState.COMPLETE]
+
+
 @pytest.mark.parametrize("replicas", [1, 0])
 def test_redis_failover_to_a_replica_loses_no_acknowledged_trial_with_replicas(
     replicated: tuple[RedisServer, RedisServer, Proxy], tmp_path: Path, replicas: int
@@ -88,37 +95,48 @@ def test_redis_failover_to_a_replica_loses_no_acknowledged_trial_with_replicas(
     # replicas=1 (the control) the primary acknowledged trials only it held: lost.
     primary, replica, link = replicated
     endpoint = Proxy(primary.port)
+
+    def fail_over() -> None:
+        link.sever()
+        time.sleep(0.5)
+        primary.kill()
+        redis.Redis.from_url(replica.url).replicaof("NO", "ONE")
+        endpoint.target_port = replica.port
+        start_replica(primary, replica.port)
+
     location = f"{_location(endpoint.url)}&replicas={replicas}"
-    optuna.create_study(study_name="failover", storage=open_storage(location))
-    finished = tmp_path / "finished"
-    finished.touch()
-    ctx = multiprocessing.get_context("spawn")
-    workers = [
-        ctx.Process(target=optimize_reopening, args=(location, "failover", 100, str(finished)))
-        for _ in range(4)
-    ]
-    for p in workers:
-        p.start()
-    deadline = time.monotonic() + 120
-    while len(finished.read_text().split()) < 60:
-        assert time.monotonic() < deadline and all(p.is_alive() for p in workers)
-        time.sleep(0.01)
-    link.sever()
-    time.sleep(0.5)
-    primary.kill()
-    redis.Redis.from_url(replica.url).replicaof("NO", "ONE")
-    endpoint.target_port = replica.port
-    start_replica(primary, replica.port)
-    for p in workers:
-        p.join(timeout=300)
-    assert [p.exitcode for p in workers] == [0] * 4
-    trials = optuna.load_study(study_name="failover", storage=open_storage(location)).trials
-    acknowledged = Counter(int(n) for n in finished.read_text().split())
-    assert sum(acknowledged.values()) == 400
-    # A lost trial's number goes to a new trial, acknowledged again.
-    lost = [n for n, times in acknowledged.items() if times > 1]
-    lost += [n for n in acknowledged if trials[n].state != TrialState.COMPLETE]
-    assert bool(lost) == (replicas == 0)
+    found = optimize_reopening_through(location, "failover", 100, tmp_path / "acks", fail_over)
+    assert bool(_lost(*found)) == (replicas == 0)
+
+
+def test_redis_sentinel_failover_under_four_processes_loses_no_acknowledged_trial(
+    tmp_path: Path,
+) -> None:
+    # Redis Sentinel finds the primary SIGKILLed, promotes its replica and, once the old
+    # primary is back, makes it the new one's replica; the workers follow through the
+    # sentinel's answers alone.
+    primary = RedisServer(tmp_path / "primary")
+    primary.start()
+    replica = RedisServer(tmp_path / "replica")
+    start_replica(replica, primary.port)
+    sentinel = SentinelServer(tmp_path / "sentinel", primary.port)
+    try:
+        sentinel.start(replicas=1)
+
+        def fail_over() -> None:
+            primary.kill()
+            deadline = time.monotonic() + 60
+            while sentinel.primary_port() != replica.port:
+                assert time.monotonic() < deadline, "the sentinel did not fail over"
+                time.sleep(0.1)
+            primary.start()  # as it was, a primary: the sentinel turns it into a replica
+
+        location = sentinel.url(uuid.uuid4().hex, replicas=1)
+        found = optimize_reopening_through(location, "s", 100, tmp_path / "acks", fail_over)
+        assert not _lost(*found)
+    finally:
+        for server in (sentinel, replica, primary):
+            server.kill()
 
 
 def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
