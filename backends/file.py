@@ -137,11 +137,13 @@ class FileBackend:
         the filesystem is local (every process shares its page cache, so the next reader and
         writer see the frames anyway; on NFS only an ``fsync`` sends them to the server)."""
         with self._lock.hold():
-            self._append_locked(payloads, False, sync or not self._local, after)
+            self._append_locked(
+                payloads, only_if_empty=False, sync=sync or not self._local, after=after
+            )
 
     def append_head(self, payload: bytes) -> None:
         with self._lock.hold():
-            self._append_locked([payload], True, True, None)
+            self._append_locked([payload], only_if_empty=True, sync=True, after=None)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
         try:

@@ -323,7 +323,7 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
             pass
         # Compacted: the new log replays to the same state. Start over from it, but keep to
         # the old one unless the new one holds every record this process has applied.
-        _logger.info(f"{self._backend.location} was compacted; replaying the new log.")
+        _logger.info(f"{self._backend.location} was replaced (compacted); replaying the new log.")
         before = self._state, self._cursor, self._header, self._head
         self._state, self._cursor, self._header, self._head = State(), None, None, None
         try:

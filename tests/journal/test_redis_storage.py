@@ -79,10 +79,11 @@ def test_redis_server_that_lost_acknowledged_records_stops_a_writer_that_read_th
 
 
 def _lost(acknowledged: Counter[int], trials: list[optuna.trial.FrozenTrial]) -> list[int]:
-    """Acknowledged trials that are gone: a lost trial's number goes to a new trial, which
-    is acknowledged again."""
+    """Acknowledged trials that are gone: missing, or their number given to a new trial
+    (acknowledged again, or left unfinished)."""
     twice = [n for n, times in acknowledged.items() if times > 1]
-    return twice + [n for n in acknowledged if trials[n].state != TrialState.COMPLETE]
+    gone = [n for n in acknowledged if n >= len(trials) or trials[n].state != TrialState.COMPLETE]
+    return twice + gone
 
 
 @pytest.mark.parametrize("replicas", [1, 0])
