@@ -63,7 +63,6 @@ def optimize_reopening_through(
     process, which opens the journal anew. Returns how often each trial number was
     acknowledged, and the trials."""
     optuna.create_study(study_name=study_name, storage=open_storage(location))
-    finished.touch()
     _four_through(
         optimize_reopening, (location, study_name, n_trials, str(finished)), finished, disrupt
     )
