@@ -17,6 +17,7 @@ import redis
 
 from optuna_journal import JournalStorage, LogTruncatedError, codec, open_storage
 from optuna_journal.backends.redis import RedisBackend
+from optuna_journal.cli import main
 from optuna_journal.redis_server import RedisServer
 from tests.conftest import start_replica
 from tests.proxy import Proxy
@@ -135,6 +136,7 @@ def test_redis_sentinel_failover_under_four_processes_loses_no_acknowledged_tria
         location = sentinel.url(uuid.uuid4().hex, replicas=1)
         found = optimize_reopening_through(location, "s", 100, tmp_path / "acks", fail_over)
         assert not _lost(*found)
+        assert main(["verify", location]) == 0  # the CLI reaches it through the sentinel
     finally:
         for server in (sentinel, replica, primary):
             server.kill()
