@@ -94,7 +94,8 @@ _TRANSIENT = (
     redis.exceptions.ClusterDownError,
 )
 _FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-_MAX_WAIT = 20.0  # seconds a WAIT may block: below the socket timeout, 30 s
+_SOCKET_TIMEOUT = 30.0
+_MAX_WAIT = _SOCKET_TIMEOUT - 10  # seconds a WAIT may block, its reply still in time
 # KEYS[1]: the stream. ARGV: the last entry this process has read ('-': none), how many to
 # read back after it at most, then the records to add. A stream that lost that entry (a server
 # restarted without its writes, a failover, a deleted key) gets nothing: see append.
@@ -191,7 +192,7 @@ class RedisBackend:
         self._snapshot_key = f"optuna-journal:{{{name}}}:snapshot"
         self._options: dict[str, Any] = {
             "socket_connect_timeout": min(connect_timeout, 5.0),
-            "socket_timeout": 30.0,
+            "socket_timeout": _SOCKET_TIMEOUT,
             "health_check_interval": 0,
         }
         # The server every command goes to: the one in the URL, the primary the sentinels

@@ -112,15 +112,12 @@ def test_redis_failover_to_a_replica_loses_no_acknowledged_trial_with_replicas(
 
 
 def test_redis_sentinel_failover_under_four_processes_loses_no_acknowledged_trial(
-    tmp_path: Path,
+    replicated: tuple[RedisServer, RedisServer, Proxy], tmp_path: Path
 ) -> None:
     # Redis Sentinel finds the primary SIGKILLed, promotes its replica and, once the old
     # primary is back, makes it the new one's replica; the workers follow through the
     # sentinel's answers alone.
-    primary = RedisServer(tmp_path / "primary")
-    primary.start()
-    replica = RedisServer(tmp_path / "replica")
-    start_replica(replica, primary.port)
+    primary, replica, _ = replicated
     sentinel = SentinelServer(tmp_path / "sentinel", primary.port)
     try:
         sentinel.start(replicas=1)
@@ -138,8 +135,7 @@ def test_redis_sentinel_failover_under_four_processes_loses_no_acknowledged_tria
         assert not _lost(*found)
         assert main(["verify", location]) == 0  # the CLI reaches it through the sentinel
     finally:
-        for server in (sentinel, replica, primary):
-            server.kill()
+        sentinel.kill()
 
 
 def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
