@@ -40,7 +40,8 @@ reach a replica, and a failover that loses those stops the reader's next append 
 Redis Sentinel: with a ``redis+sentinel://`` URL the backend asks the sentinels for the
 primary, and asks again when it stops answering or turns out to be a replica; the retries
 above carry an append across a failover. Use ``replicas`` so that it loses nothing
-acknowledged.
+acknowledged. Sentinels that ask for a password of their own get the URL's
+``sentinel_password=`` (and ``sentinel_username=``).
 
 Redis Cluster: the URL may name any node. One journal is one stream on one slot, so every
 command goes to the primary that holds the slot, found through redis-py's ``RedisCluster``.
@@ -57,6 +58,7 @@ import errno
 import hashlib
 import logging
 import random
+import re
 import time
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -66,7 +68,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 import redis.exceptions
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from optuna_journal.backends.base import Batch, Cursor
 from optuna_journal.errors import (
@@ -116,6 +118,8 @@ _APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
 _SENTINEL_SCHEME = "redis+sentinel://"
 _OURS = ("journal", "replicas")
 """The query parameters of a Redis URL that are optuna-journal's, not redis-py's."""
+_SENTINEL_AUTH = {"sentinel_username": "username", "sentinel_password": "password"}
+"""The query parameters of a Sentinel URL that are the sentinels' own credentials."""
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -138,11 +142,15 @@ def from_url(url: str) -> RedisBackend:
 
 
 def _redacted(url: str) -> str:
+    """``url`` for messages: its passwords (the server's, the sentinels') shown as ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
+    query = re.sub(r"(?:^|(?<=&))(sentinel_password=)[^&]*", r"\1***", parts.query)
+    if parts.password is None and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class RedisBackend:
@@ -154,7 +162,8 @@ class RedisBackend:
             any node's. Or, for the primary Redis Sentinel names,
             ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/DB]``:
             the sentinels' addresses (port 26379 by default), the service (master) name, the
-            database; the credentials are the primary's, the sentinels are asked without.
+            database; the credentials are the primary's, the sentinels' own (if they ask for
+            any) go in ``?sentinel_password=PW&sentinel_username=USER``.
         name: The journal's name on that server.
         connect_timeout: Seconds to wait for the server on first contact before raising.
         retry_timeout: Seconds an operation keeps retrying through a lost connection or a
@@ -429,17 +438,22 @@ def _client(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     parts = urlsplit(url)
     service, _, db = parts.path.strip("/").partition("/")
-    if not service or (db and not db.isdigit()) or parts.query:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not service or (db and not db.isdigit()) or any(k not in _SENTINEL_AUTH for k, _ in query):
         raise ValueError(
             f"{_redacted(url)}: a Sentinel URL is redis+sentinel://[[user]:password@]host[:port]"
-            "[,host[:port]...]/SERVICE[/DB], with no other query than journal= and replicas="
+            "[,host[:port]...]/SERVICE[/DB], with no other query than journal=, replicas=, "
+            "sentinel_username= and sentinel_password="
         )
     sentinels = []
     for address in parts.netloc.rpartition("@")[2].split(","):
         at = urlsplit(f"//{address}")
         sentinels.append((at.hostname or "localhost", at.port or 26379))
-    sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinel_options = {
+        k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"
+    }
+    sentinel_options.update((_SENTINEL_AUTH[k], v) for k, v in query)
+    sentinel = _Sentinel(sentinels, sentinel_kwargs=sentinel_options)
     primary = sentinel.master_for(  # type: ignore[no-untyped-call]
         service,
         db=int(db or 0),
@@ -448,6 +462,29 @@ def _client(url: str, **options: Any) -> redis.Redis:
         **options,
     )
     return cast(redis.Redis, primary)
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel, whose failure to find the primary says briefly why, and is a
+    refusal of our credentials when a sentinel refused them: an error to raise at once, not
+    a sentinel that is down, to retry (redis-py takes one for the other)."""
+
+    def __init__(self, sentinels: list[tuple[str, int]], sentinel_kwargs: dict[str, Any]) -> None:
+        super().__init__(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        self.addresses = ",".join(f"{host}:{port}" for host, port in sentinels)
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        try:
+            return cast("tuple[str, int]", super().discover_master(service_name))  # type: ignore[no-untyped-call]
+        except MasterNotFoundError as err:
+            if "AuthenticationError" in str(err):
+                raise redis.exceptions.AuthenticationError(
+                    f"a sentinel at {self.addresses} did; a sentinel's own credentials go in "
+                    "the URL's sentinel_password= (and sentinel_username=)"
+                ) from err
+            raise MasterNotFoundError(
+                f"no sentinel at {self.addresses} answered with a primary for {service_name!r}"
+            ) from err
 
 
 def _raw_xrange(client: redis.Redis) -> redis.Redis:

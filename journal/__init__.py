@@ -49,9 +49,10 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
     Args:
         location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``, or
             ``redis+sentinel://host:port[,host:port...]/SERVICE[/DB]`` for the primary that
-            Redis Sentinel names), with the journal's name as ``?journal=NAME`` (default
-            ``default``) and, to acknowledge an append only once N replicas have it,
-            ``&replicas=N``; or ``memory:`` for a private in-memory log.
+            Redis Sentinel names, its sentinels' own password as ``&sentinel_password=PW``),
+            with the journal's name as ``?journal=NAME`` (default ``default``) and, to
+            acknowledge an append only once N replicas have it, ``&replicas=N``; or
+            ``memory:`` for a private in-memory log.
 
     Returns:
         A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.

@@ -28,7 +28,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         prog="optuna-journal",
         description="Tools for optuna-journal logs: an event-sourced storage for Optuna. "
         "JOURNAL is a file path or a Redis URL (redis://host:6379/0?journal=NAME, or "
-        "redis+sentinel://host:26379/SERVICE?journal=NAME through Redis Sentinel).",
+        "redis+sentinel://host:26379/SERVICE?journal=NAME through Redis Sentinel, with "
+        "&sentinel_password=PW if the sentinels ask for one).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Command] = {}

@@ -20,12 +20,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-def start_replica(replica: RedisServer, primary_port: int) -> None:
-    """Start ``replica`` as a replica of the server at ``primary_port``; return once it is in
-    sync with it."""
-    replica.extra = ("--replicaof", "127.0.0.1", str(primary_port))
+def start_replica(replica: RedisServer, primary_port: int, password: str | None = None) -> None:
+    """Start ``replica`` as a replica of the server at ``primary_port`` (both asking for
+    ``password``, if given); return once it is in sync with it."""
+    auth = ("--requirepass", password, "--masterauth", password) if password else ()
+    replica.extra = (*auth, "--replicaof", "127.0.0.1", str(primary_port))
     replica.start()
-    client = redis.Redis.from_url(replica.url)
+    client = redis.Redis(port=replica.port, password=password)
     deadline = time.monotonic() + 20
     while client.info("replication").get("master_link_status") != "up":
         assert time.monotonic() < deadline, "the replica did not sync with its primary"

@@ -15,12 +15,20 @@ SERVICE = "journal-primary"
 
 class SentinelServer:
     """One sentinel watching the primary at ``primary_port`` (quorum 1: it alone may fail
-    over), quick to call it down (0.5 s)."""
+    over), quick to call it down (0.5 s). With ``password`` it asks its clients for one; with
+    ``auth_pass`` it gives the primary and replicas theirs."""
 
-    def __init__(self, directory: Path, primary_port: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        primary_port: int,
+        password: str | None = None,
+        auth_pass: str | None = None,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.port = _free_port()
+        self.password = password
         self.config = directory / "sentinel.conf"  # sentinels rewrite their own config
         self.config.write_text(
             f"port {self.port}\n"
@@ -30,6 +38,8 @@ class SentinelServer:
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 1\n"
             f"sentinel down-after-milliseconds {SERVICE} 500\n"
             f"sentinel failover-timeout {SERVICE} 5000\n"
+            + (f"requirepass {password}\n" if password else "")
+            + (f"sentinel auth-pass {SERVICE} {auth_pass}\n" if auth_pass else "")
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -40,7 +50,7 @@ class SentinelServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = self._client()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -55,8 +65,11 @@ class SentinelServer:
 
     def primary_port(self) -> int:
         """The port of the primary this sentinel names now."""
-        _, port = redis.Redis(port=self.port).sentinel_get_master_addr_by_name(SERVICE)
+        _, port = self._client().sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
 
     def url(self, journal: str, replicas: int) -> str:
         return (

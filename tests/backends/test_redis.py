@@ -95,6 +95,16 @@ def test_redis_sentinel_url_without_a_service_or_with_other_options_is_refused(u
     assert "pw" not in str(raised.value)
 
 
+def test_redis_sentinel_url_shows_neither_password_in_messages() -> None:
+    url = "redis+sentinel://:pw1@127.0.0.1:26379/svc?sentinel_password=pw2&socket_timeout=3"
+    with pytest.raises(ValueError, match="sentinel_password=") as raised:
+        from_url(url)  # socket_timeout is not for a Sentinel URL
+    assert "pw1" not in str(raised.value) and "pw2" not in str(raised.value)
+    assert str(raised.value).startswith(
+        "redis+sentinel://:***@127.0.0.1:26379/svc?sentinel_password=***&socket_timeout=3:"
+    )
+
+
 def test_redis_replicas_an_acknowledged_append_is_on_the_replica(
     replicated: tuple[RedisServer, RedisServer, Proxy],
 ) -> None:

@@ -15,13 +15,19 @@ from optuna.trial import TrialState
 import pytest
 import redis
 
-from optuna_journal import JournalStorage, LogTruncatedError, codec, open_storage
+from optuna_journal import (
+    JournalConnectionError,
+    JournalStorage,
+    LogTruncatedError,
+    codec,
+    open_storage,
+)
 from optuna_journal.backends.redis import RedisBackend
 from optuna_journal.cli import main
 from optuna_journal.redis_server import RedisServer
 from tests.conftest import start_replica
 from tests.proxy import Proxy
-from tests.sentinel import SentinelServer
+from tests.sentinel import SERVICE, SentinelServer
 from tests.workers import optimize, optimize_reopening_through, optimize_through, run_spawned
 
 
@@ -136,6 +142,45 @@ def test_redis_sentinel_failover_under_four_processes_loses_no_acknowledged_tria
         assert main(["verify", location]) == 0  # the CLI reaches it through the sentinel
     finally:
         sentinel.kill()
+
+
+def test_redis_sentinel_with_passwords_of_its_own_carries_a_study_across_a_failover(
+    tmp_path: Path,
+) -> None:
+    # Sentinels and data nodes ask for different passwords: the URL gives the data nodes' in
+    # its user part and the sentinels' as sentinel_password=; a new connection after the
+    # failover asks the sentinel again, with its password.
+    auth = ("--requirepass", "data-pw", "--masterauth", "data-pw")
+    primary = RedisServer(tmp_path / "primary", "always", *auth)
+    replica = RedisServer(tmp_path / "replica")
+    sentinel = SentinelServer(tmp_path / "sentinel", primary.port, "sentinel-pw", "data-pw")
+    try:
+        primary.start()
+        start_replica(replica, primary.port, "data-pw")
+        sentinel.start(replicas=1)
+        base = f"redis+sentinel://:data-pw@127.0.0.1:{sentinel.port}/{SERVICE}/0"
+        location = f"{base}?journal=auth&sentinel_password=sentinel-pw"
+        study = optuna.create_study(storage=open_storage(location))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+        assert redis.Redis(port=primary.port, password="data-pw").wait(1, 10_000) == 1
+        primary.kill()
+        deadline = time.monotonic() + 60
+        while sentinel.primary_port() != replica.port:
+            assert time.monotonic() < deadline, "the sentinel did not fail over"
+            time.sleep(0.1)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 10
+
+        for wrong in ("", "?sentinel_password=wrong"):
+            started = time.monotonic()
+            with pytest.raises(JournalConnectionError, match="sentinel_password=") as raised:
+                RedisBackend(base + wrong, connect_timeout=30)
+            assert time.monotonic() - started < 10  # a refusal is final: no retrying
+            assert "data-pw" not in str(raised.value) and "wrong" not in str(raised.value)
+    finally:
+        sentinel.kill()
+        for server in (replica, primary):
+            server.kill()
 
 
 def test_redis_lost_replies_leave_no_duplicate_trial_param_or_value(
