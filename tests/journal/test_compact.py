@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+import time
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -12,9 +14,10 @@ import pytest
 
 from optuna_journal import CorruptLogError, FileBackend, JournalStorage, log
 from optuna_journal import records as r
-from optuna_journal.compact import _observable, compact
+from optuna_journal.compact import Compaction, _observable, compact
 from optuna_journal.interop import export_optuna
 from optuna_journal.verify import verify
+from tests.workers import optimize_through
 
 
 def _busy_journal(path: Path) -> JournalStorage:
@@ -120,3 +123,27 @@ def test_compact_refuses_a_corrupt_log_and_changes_nothing(tmp_path: Path) -> No
         compact(str(path), keep=0, keep_seconds=0)
     assert path.read_bytes() == bytes(data)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_compact_three_times_under_four_optimizing_processes_loses_no_trial(
+    tmp_path: Path,
+) -> None:
+    # Each compaction swaps in a new file under the lock while the workers read and append:
+    # every worker catches up with the new log and goes on, and every acknowledged trial is
+    # there once.
+    path = tmp_path / "s.journal"
+    compactions: list[Compaction] = []
+
+    def compact_thrice() -> None:
+        for _ in range(3):
+            compactions.append(compact(str(path), keep=0, keep_seconds=0))
+            time.sleep(0.2)
+
+    optimize_through(str(path), "busy", 100, tmp_path / "acks", compact_thrice)
+    assert all(c.records_after < c.records_before for c in compactions)
+    # The workers appended between the compactions: each swapped a log in under live writers.
+    assert all(
+        later.records_before > earlier.records_after
+        for earlier, later in itertools.pairwise(compactions)
+    )
+    assert verify(str(path)).sound
