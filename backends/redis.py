@@ -195,6 +195,7 @@ class RedisBackend:
         self._replicas = replicas
         self._url = url
         self._name = name
+        self._location = f"{_redacted(url)} journal {name}"  # asked for on every read
         self._connect_timeout = connect_timeout
         self._retry_timeout = retry_timeout
         self._key = f"optuna-journal:{{{name}}}:log"
@@ -242,7 +243,7 @@ class RedisBackend:
 
     @property
     def location(self) -> str:
-        return f"{_redacted(self._url)} journal {self._name}"
+        return self._location
 
     @property
     def key(self) -> str:
