@@ -39,6 +39,7 @@ __all__ = [
     "ReadOnlyError",
     "SchemaVersionError",
     "UnknownRecordError",
+    "open_backend",
     "open_storage",
 ]
 
@@ -47,21 +48,30 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
     """Open the journal at ``location``.
 
     Args:
+        location: As for :func:`open_backend`.
+
+    Returns:
+        A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.
+    """
+    return JournalStorage(open_backend(location))
+
+
+def open_backend(location: str | os.PathLike[str]) -> Backend:
+    """The log at ``location``, without replaying it.
+
+    Args:
         location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``, or
             ``redis+sentinel://host:port[,host:port...]/SERVICE[/DB]`` for the primary that
             Redis Sentinel names, its sentinels' own password as ``&sentinel_password=PW``),
             with the journal's name as ``?journal=NAME`` (default ``default``) and, to
             acknowledge an append only once N replicas have it, ``&replicas=N``; or
             ``memory:`` for a private in-memory log.
-
-    Returns:
-        A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.
     """
     text = str(location)
     if text == "memory:":
-        return JournalStorage(MemoryBackend())
+        return MemoryBackend()
     if text.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
         from optuna_journal.backends.redis import from_url
 
-        return JournalStorage(from_url(text))
-    return JournalStorage(FileBackend(location))
+        return from_url(text)
+    return FileBackend(location)

@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass, field
 import glob
 from typing import Any
 
-from optuna_journal import log
-from optuna_journal.backends.base import Backend
+from optuna_journal import log, open_backend
 from optuna_journal.backends.file import FileBackend
 from optuna_journal.errors import JournalError
 from optuna_journal.replay import snapshot
@@ -46,13 +45,7 @@ class Report:
 
 def verify(location: str) -> Report:
     """Check every frame, every record against the schema, and the snapshot."""
-    backend: Backend
-    if "://" in location:
-        from optuna_journal.backends.redis import from_url
-
-        backend = from_url(location)
-    else:
-        backend = FileBackend(location)
+    backend = open_backend(location)
     report = Report(backend.location)
 
     if isinstance(backend, FileBackend):
