@@ -218,3 +218,15 @@ def run_trials_until_killed(path: str, acks: str) -> None:
         if n % 5:
             storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [0.5])
             os.write(fd, f"{trial_id} complete\n".encode())
+
+
+def optimize_through_proxy(port: int, study_name: str, n_trials: int) -> None:
+    """Run ``n_trials`` of a cheap objective through Optuna's gRPC storage proxy at ``port``."""
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    storage = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    study.optimize(quadratic, n_trials=n_trials)
+    storage.close()
