@@ -57,8 +57,10 @@ import contextlib
 import errno
 import hashlib
 import logging
+import os
 import random
 import re
+import threading
 import time
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -66,6 +68,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.connection import ConnectionInterface
 import redis.exceptions
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
@@ -208,7 +211,11 @@ class RedisBackend:
         # The server every command goes to: the one in the URL, the primary the sentinels
         # name, or in a cluster the primary that holds the journal's slot (see _find_slot).
         # Retried by us, within our own bounds: not by redis-py.
-        self._client = _raw_xrange(_client(url, retry=Retry(NoBackoff(), 0), **self._options))
+        self._client = _client(url, retry=Retry(NoBackoff(), 0), **self._options)
+        # One connection of the client's, held for every command (see _send), and the
+        # process it belongs to (a forked child takes one of its own).
+        self._connection: tuple[ConnectionInterface, int] | None = None
+        self._mutex = threading.Lock()  # one command at a time on it
         self._cluster: RedisCluster | None = None
         # Where the last append's caller had read to, and what the script read after it.
         self._recent: tuple[Cursor, list[Any]] | None = None
@@ -223,7 +230,7 @@ class RedisBackend:
         """The type of the journal's key, asked of the node holding it if this is a cluster."""
         if self._cluster is None and _cluster_enabled(self._client):
             self._find_slot()
-        return cast(bytes, self._client.type(self._key))
+        return cast(bytes, self._send(("TYPE", self._key))[0])
 
     def _find_slot(self) -> None:
         """Point the client at the primary that holds the journal's slot now.
@@ -239,7 +246,11 @@ class RedisBackend:
             node = self._cluster.get_node_from_key(self._key)  # type: ignore[no-untyped-call]
         except redis.exceptions.RedisClusterException as err:  # e.g. the slot has no node yet
             raise redis.exceptions.ConnectionError(f"Redis Cluster: {err}") from err
-        self._client = _raw_xrange(self._cluster.get_redis_connection(node))
+        self._client = self._cluster.get_redis_connection(node)
+        with self._mutex:
+            if self._connection is not None:
+                self._connection[0].disconnect()
+            self._connection = None
 
     @property
     def location(self) -> str:
@@ -261,13 +272,13 @@ class RedisBackend:
         """Durability is the server's (see the module's docstring): ``sync`` changes nothing."""
         # Reads back only after what the caller has read (COUNT 0 reads nothing).
         last, count = ("-", 0) if after is None else (str(after.token), _BATCH)
-        args: list[bytes | str | int] = [self._key, last, count, *payloads]
+        args = (1, self._key, last, count, *payloads)
 
         def run() -> list[Any]:
             try:
-                return cast("list[Any]", self._write(lambda c: c.evalsha(_APPEND_SHA, 1, *args)))
+                return cast("list[Any]", self._write("EVALSHA", _APPEND_SHA, *args))
             except redis.exceptions.NoScriptError:  # a new or restarted server: send it whole
-                return cast("list[Any]", self._write(lambda c: c.eval(_APPEND, 1, *args)))
+                return cast("list[Any]", self._write("EVAL", _APPEND, *args))
 
         try:
             entries = self._call(run, self._retry_timeout)
@@ -285,20 +296,13 @@ class RedisBackend:
         # What the script read is what the next read would read, if nothing came in between.
         self._recent = (after, entries) if after is not None and len(entries) < _BATCH else None
 
-    def _write(self, command: Callable[[Any], Any]) -> Any:
-        """Run the write ``command`` issues on a client; if replicas are asked for, follow it
-        with ``WAIT`` in the same round trip, and raise unless enough acknowledge it."""
+    def _write(self, *command: Any) -> Any:
+        """Send the write ``command``; if replicas are asked for, follow it with ``WAIT`` in
+        the same round trip, and raise unless enough acknowledge it."""
         if not self._replicas:
-            return command(self._client)
+            return self._send(command)[0]
         wait = min(self._retry_timeout, _MAX_WAIT)
-        pipe = self._client.pipeline(transaction=False)
-        command(pipe)
-        pipe.wait(self._replicas, int(wait * 1000))
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        written, acknowledged = replies
+        written, acknowledged = self._send(command, ("WAIT", self._replicas, int(wait * 1000)))
         if acknowledged < self._replicas:
             raise JournalConnectionError(
                 f"{self.location}: the records were added, but {acknowledged} of the "
@@ -310,7 +314,7 @@ class RedisBackend:
     def append_head(self, payload: bytes) -> None:
         def xadd_head() -> None:
             try:
-                self._write(lambda c: c.xadd(self._key, {_FIELD: payload}, id=_HEAD_ID))
+                self._write("XADD", self._key, _HEAD_ID, _FIELD, payload)
             except redis.exceptions.ResponseError as err:
                 if "equal or smaller" not in str(err):
                     raise
@@ -336,7 +340,7 @@ class RedisBackend:
         while True:
             entries = cast(
                 "list[list[Any]]",
-                self._retrying("xrange", self._key, start, "+", _BATCH),
+                self._retrying("XRANGE", self._key, start, "+", "COUNT", _BATCH),
             )
             if not entries:
                 return
@@ -349,18 +353,20 @@ class RedisBackend:
             start = f"({last}"
 
     def head(self) -> bytes | None:
-        entries = cast("list[list[Any]]", self._retrying("xrange", self._key, "-", "+", 1))
+        entries = cast(
+            "list[list[Any]]", self._retrying("XRANGE", self._key, "-", "+", "COUNT", 1)
+        )
         return self._payloads(entries, 0)[0] if entries else None
 
     def locate(self, cursor: Cursor) -> Cursor | None:
         token = str(cursor.token)
-        return cursor if self._retrying("xrange", self._key, token, token, 1) else None
+        return cursor if self._retrying("XRANGE", self._key, token, token, "COUNT", 1) else None
 
     def save_snapshot(self, data: bytes) -> None:
-        self._retrying("set", self._snapshot_key, data)
+        self._retrying("SET", self._snapshot_key, data)
 
     def load_snapshot(self) -> bytes | None:
-        return cast("bytes | None", self._retrying("get", self._snapshot_key))
+        return cast("bytes | None", self._retrying("GET", self._snapshot_key))
 
     def _payloads(self, entries: list[list[Any]], first: int) -> list[bytes]:
         """The record in each stream entry; ``first`` is the first one's number, for errors."""
@@ -379,9 +385,47 @@ class RedisBackend:
             )
         return payloads
 
-    def _retrying(self, command: str, *args: Any) -> Any:
-        """Run a command of the client (the one current at each attempt), with retries."""
-        return self._call(lambda: getattr(self._client, command)(*args), self._retry_timeout)
+    def _retrying(self, *command: Any) -> Any:
+        """Send ``command``, with retries."""
+        return self._call(lambda: self._send(command)[0], self._retry_timeout)
+
+    def _send(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` in one round trip on this backend's connection; their replies, as
+        the server sends them (bytes, integers, lists).
+
+        The connection is held, not taken from the client's pool for each command: redis-py's
+        command layer (the pool, its retry wrapper, its telemetry hooks) added about 45 us to
+        every command, half a loopback round trip here. An error reply is raised once every
+        reply is read, so that the connection stays in step; a failed connection is closed,
+        and the next command opens it again (asking the sentinels anew, behind a Sentinel URL).
+
+        Raises:
+            redis.exceptions.RedisError: The first error reply, or the connection failed.
+        """
+        with self._mutex:
+            held = self._connection
+            if held is None or held[1] != os.getpid():
+                connection = self._client.connection_pool.get_connection()
+                held = self._connection = (connection, os.getpid())
+            connection = held[0]
+            replies: list[Any] = []
+            try:
+                # connect() where it is closed: behind a Sentinel URL, that asks the sentinels
+                # where the primary is (send_packed_command would reopen the old address).
+                connection.connect()
+                connection.send_packed_command(connection.pack_commands(commands))
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except redis.exceptions.ResponseError as err:
+                        replies.append(err)
+            except BaseException:
+                connection.disconnect()
+                raise
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ResponseError):
+                raise reply
+        return replies
 
     def _call(self, operation: Callable[[], T], budget: float) -> T:
         """Run ``operation``, retrying transient failures with backoff for ``budget`` seconds."""
@@ -486,13 +530,6 @@ class _Sentinel(Sentinel):
             raise MasterNotFoundError(
                 f"no sentinel at {self.addresses} answered with a primary for {service_name!r}"
             ) from err
-
-
-def _raw_xrange(client: redis.Redis) -> redis.Redis:
-    """The client, with XRANGE replies as the server sends them: redis-py's own parsing into
-    a dict per entry costs more than everything else in a cold open."""
-    client.set_response_callback("XRANGE", lambda response, **options: response)
-    return client
 
 
 def _cluster_enabled(client: redis.Redis) -> bool:
