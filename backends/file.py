@@ -265,7 +265,15 @@ class FileBackend:
         # or the new one, whole, and a crash at any point leaves one of them.
         temp = f"{self.snapshot_path}.{uuid.uuid4().hex}.tmp"
         try:
-            with open(temp, "wb") as f:
+            f = open(temp, "wb")
+        except PermissionError as err:
+            raise PermissionError(
+                err.errno,
+                f"{self.snapshot_path}: no permission to write a snapshot; it is written beside "
+                "the journal, which needs write permission on the journal's directory",
+            ) from err
+        try:
+            with f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -144,9 +144,9 @@ def test_file_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
         FileBackend(tmp_path / "nowhere" / "log.journal")
 
 
-def _append_in_read_only_dir(directory: str) -> str:
+def _error_of(action: Callable[[], object]) -> str:
     try:
-        FileBackend(os.path.join(directory, "log.journal")).append_head(b"h")
+        action()
     except Exception as err:
         return f"{type(err).__name__}: {err}"
     return "no error"
@@ -168,13 +168,16 @@ def _in_forked_child(check: Callable[[], str]) -> str:
     return message
 
 
-def _as_nobody(directory: str) -> str:
-    """Root ignores permissions: check as the unprivileged user nobody."""
+def _unprivileged_error_of(action: Callable[[], object]) -> str:
+    """What ``action`` raises, run without root's power to ignore permissions (as the user
+    nobody, if this is root)."""
+    if os.geteuid() != 0:
+        return _error_of(action)
 
     def check() -> str:
         os.setgid(65534)
         os.setuid(65534)
-        return _append_in_read_only_dir(directory)
+        return _error_of(action)
 
     return _in_forked_child(check)
 
@@ -184,15 +187,24 @@ def test_file_without_write_permission_is_a_clear_error() -> None:
         os.chmod(parent, 0o755)  # traversable by the unprivileged child
         directory = os.path.join(parent, "ro")
         os.mkdir(directory, 0o555)
-        message = _check_read_only(directory)
+        path = os.path.join(directory, "log.journal")
+        message = _unprivileged_error_of(lambda: FileBackend(path).append_head(b"h"))
     assert message.startswith("PermissionError") and "no permission" in message, message
     assert "log.journal" in message, message
 
 
-def _check_read_only(directory: str) -> str:
-    if os.geteuid() == 0:
-        return _as_nobody(directory)
-    return _append_in_read_only_dir(directory)
+def test_file_snapshot_without_write_permission_is_a_clear_error() -> None:
+    with tempfile.TemporaryDirectory() as parent:
+        os.chmod(parent, 0o755)
+        path = os.path.join(parent, "log.journal")
+        FileBackend(path).append_head(b"h")
+        os.chmod(path, 0o644)
+        os.chmod(parent, 0o555)  # readable, not writable: no snapshot can be made beside it
+        message = _unprivileged_error_of(lambda: FileBackend(path).save_snapshot(b"s"))
+        os.chmod(parent, 0o755)
+        assert not [name for name in os.listdir(parent) if ".snapshot" in name]
+    assert message.startswith("PermissionError") and "no permission to write a snapshot" in message
+    assert "log.journal.snapshot" in message and "directory" in message, message
 
 
 def test_file_backend_pickles_as_its_location(tmp_path: Path) -> None:
