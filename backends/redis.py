@@ -62,13 +62,12 @@ import random
 import re
 import threading
 import time
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.connection import ConnectionInterface
 import redis.exceptions
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
@@ -123,6 +122,21 @@ _OURS = ("journal", "replicas")
 """The query parameters of a Redis URL that are optuna-journal's, not redis-py's."""
 _SENTINEL_AUTH = {"sentinel_username": "username", "sentinel_password": "password"}
 """The query parameters of a Sentinel URL that are the sentinels' own credentials."""
+
+
+class _Connection(Protocol):
+    """What :meth:`RedisBackend._send` uses of a redis-py connection (whose methods carry no
+    types)."""
+
+    def connect(self) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+    def pack_commands(self, commands: Sequence[tuple[Any, ...]]) -> list[bytes]: ...
+
+    def send_packed_command(self, command: list[bytes]) -> None: ...
+
+    def read_response(self) -> Any: ...
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -214,7 +228,7 @@ class RedisBackend:
         self._client = _client(url, retry=Retry(NoBackoff(), 0), **self._options)
         # One connection of the client's, held for every command (see _send), and the
         # process it belongs to (a forked child takes one of its own).
-        self._connection: tuple[ConnectionInterface, int] | None = None
+        self._connection: tuple[_Connection, int] | None = None
         self._mutex = threading.Lock()  # one command at a time on it
         self._cluster: RedisCluster | None = None
         # Where the last append's caller had read to, and what the script read after it.
@@ -405,8 +419,8 @@ class RedisBackend:
         with self._mutex:
             held = self._connection
             if held is None or held[1] != os.getpid():
-                connection = self._client.connection_pool.get_connection()
-                held = self._connection = (connection, os.getpid())
+                pooled = self._client.connection_pool.get_connection()
+                held = self._connection = (cast(_Connection, pooled), os.getpid())
             connection = held[0]
             replies: list[Any] = []
             try:
