@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 import random
 import time
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -222,8 +223,6 @@ def run_trials_until_killed(path: str, acks: str) -> None:
 
 def optimize_through_proxy(port: int, study_name: str, n_trials: int) -> None:
     """Run ``n_trials`` of a cheap objective through Optuna's gRPC storage proxy at ``port``."""
-    import warnings
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     storage = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)

@@ -221,11 +221,7 @@ def _append_beyond_the_file_size_limit(path: str, payload: bytes) -> str:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         limit = os.path.getsize(path) + 100
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        try:
-            FileBackend(path).append([payload])
-        except OSError as err:
-            return f"{type(err).__name__}: {err}"
-        return "no error"
+        return _error_of(lambda: FileBackend(path).append([payload]))
 
     return _in_forked_child(check)
 
