@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import struct
+import zlib
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,3 +60,24 @@ def test_frames_replay_finds_every_flip_that_changes_data(
     parsed = frames.parse(bytes(buf))
     assert parsed.payloads == []
     assert parsed.error is not None
+
+
+def test_frames_length_near_4_gib_with_a_sound_header_is_corrupt_not_torn() -> None:
+    """A header that says its payload is over the frame limit is corruption, whatever the
+    buffer holds after it (and lengths up to 4 GiB never overflow the scan's arithmetic)."""
+    for length in (frames.MAX_PAYLOAD + 1, 2**31, 2**32 - 1):
+        head = struct.pack("<II", length, 0)
+        buf = frames.pack(b"ok") + head + struct.pack("<I", zlib.crc32(head)) + b"x" * 64
+        parsed = frames.parse(buf)
+        assert parsed.payloads == [b"ok"]
+        assert parsed.error == f"frame length {length} exceeds the limit"
+
+
+def test_frames_empty_payload_is_read_only_with_a_sound_header() -> None:
+    """An empty payload's checksum is 0, so its header's own checksum decides."""
+    empty = frames.pack(b"")
+    assert frames.parse(empty + frames.pack(b"next")).payloads == [b"", b"next"]
+    damaged = empty[:8] + bytes(4) + frames.pack(b"next")
+    parsed = frames.parse(damaged)
+    assert (parsed.payloads, parsed.stop) == ([], 0)
+    assert parsed.error == "frame header fails its checksum"

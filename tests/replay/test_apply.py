@@ -40,6 +40,7 @@ def _dump(state: State) -> str:
             state.next_study_id,
             state.next_trial_id,
             state.study_ids,
+            sorted(state.last_rid.items()),
             sorted(state.trials),
             studies,
         )
