@@ -1,5 +1,5 @@
-"""The C frame scanner (backends/_frames.c), which pyproject.toml cannot yet declare but as an
-experimental setting; everything else is in pyproject.toml."""
+"""The C frame scanner, backends/_frames.c. Everything else is declared in pyproject.toml,
+where setuptools accepts extension modules only as an experimental setting."""
 
 from setuptools import Extension, setup
 
