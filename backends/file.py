@@ -4,26 +4,42 @@ Layout: ``MAGIC`` then frames (see :mod:`optuna_journal.backends.frames`).
 
 Atomicity: appends happen under a lock, never with ``O_APPEND`` (not atomic across NFS
 clients): :class:`~optuna_journal.backends.lock.LeaseLock` on network filesystems, where
-``flock`` is unreliable, and :class:`~optuna_journal.backends.flock.FlockLock` on local ones,
-where it is reliable, cheaper, and never goes stale (``lock="auto"`` reads the mount table).
-The writer finds the true end of the valid frames, writes its frames there with
-``pwrite``, cuts off anything after them, and ``fsync`` s before it releases the lock.
-Readers take no lock: they read complete frames from their last offset.
+``flock`` and ``fcntl`` locks may exclude only the processes of one client, and
+:class:`~optuna_journal.backends.flock.FlockLock` on local ones, where ``flock`` is reliable,
+cheaper, and never goes stale (``lock="auto"`` reads the mount table). The writer finds the
+true end of the valid frames, writes its frames there with ``pwrite``, cuts off anything after
+them, and ``fsync`` s before it releases the lock. Readers take no lock: they read complete
+frames from their last offset.
+
+Shared filesystems: a client's cached view of the file (its size, its pages) may lag the
+server's for seconds, and a writer that trusted it would write over other hosts' frames or
+cut what merely looks like a torn tail. So on a network filesystem:
+
+- every read and append opens the file afresh and asks the server for its size
+  (:func:`~optuna_journal.backends.fresh.fresh_stat`), and drops this client's cached pages
+  past the point it has read, so that what it reads is the server's bytes;
+- the lease lock carries the end of the log each holder leaves (its size and a checksum of its
+  last bytes) to the next, read from the very name the next holder took the lock by, so it is
+  the server's truth. The new holder does not write until its own view reaches that end with
+  those bytes (:class:`~optuna_journal.errors.StaleViewError` if it never does within the
+  lock's timeout), so a filesystem whose client ignores the request for fresh attributes
+  still never has frames overwritten: its writers wait for their caches instead;
+- the lock creates, deletes and opens no file per append: unlinking a file that some process
+  on the client still has open leaves it renamed aside (``.nfsXXXX``, ``.fuse_hidden*``).
 
 Durability: an append is on stable storage when :meth:`FileBackend.append` returns, unless
 it was made with ``sync=False`` on a local filesystem: then it reaches stable storage with the
 next synced append to the log, by any process.
 
-Snapshot: ``<log>.snapshot`` beside the log, replaced atomically (temp file, fsync, rename,
-fsync of the directory).
+Snapshot: ``<log>.snapshot`` beside the log, replaced atomically under the lock (temp file
+``<log>.snapshot.tmp``, fsync, rename, fsync of the directory).
 
 Torn tail: a writer killed mid-append leaves an incomplete last frame. Readers do not see it;
-the next writer overwrites it under the lock (and logs that it did). A frame that fails its
-checks anywhere else raises :class:`~optuna_journal.errors.CorruptLogError` with the byte
-offset and record number.
-
-NFS: each read opens the file afresh, so close-to-open consistency shows every append that
-finished before the open.
+the next writer overwrites it under the lock (and logs that it did), from a view that has
+reached the end the lock says. A frame that fails its checks anywhere else raises
+:class:`~optuna_journal.errors.CorruptLogError` with the byte offset and record number. A
+writer that takes the lock over from a dead holder also removes the scratch file it may have
+been writing (:attr:`FileBackend.scratch_paths`).
 
 Shrinking: a file shorter than what a process has read (``repair --force`` cut it, or an
 older copy was put back) stops that process's reads and appends with
@@ -42,18 +58,21 @@ from collections.abc import Callable, Iterator, Sequence
 import contextlib
 import logging
 import os
+import time
 from typing import Any, NamedTuple
-import uuid
+import zlib
 
 from optuna_journal.backends import frames
 from optuna_journal.backends.base import Batch, Cursor
 from optuna_journal.backends.flock import FlockLock
-from optuna_journal.backends.lock import LeaseLock
+from optuna_journal.backends.fresh import fresh_stat
+from optuna_journal.backends.lock import TAIL, End, Handoff, LeaseLock
 from optuna_journal.errors import (
     CorruptLogError,
     LogReplacedError,
     LogTruncatedError,
     NotAJournalError,
+    StaleViewError,
 )
 
 _logger = logging.getLogger("optuna.journal.backends.file")
@@ -136,14 +155,14 @@ class FileBackend:
         """Append under the lock; ``fsync`` before releasing it, unless ``sync`` is false and
         the filesystem is local (every process shares its page cache, so the next reader and
         writer see the frames anyway; on NFS only an ``fsync`` sends them to the server)."""
-        with self._lock.hold():
+        with self._hold() as handoff:
             self._append_locked(
-                payloads, only_if_empty=False, sync=sync or not self._local, after=after
+                payloads, handoff, only_if_empty=False, sync=sync or not self._local, after=after
             )
 
     def append_head(self, payload: bytes) -> None:
-        with self._lock.hold():
-            self._append_locked([payload], only_if_empty=True, sync=True, after=None)
+        with self._hold() as handoff:
+            self._append_locked([payload], handoff, only_if_empty=True, sync=True, after=None)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
         try:
@@ -157,8 +176,8 @@ class FileBackend:
                 yield from recent[1]  # what this process just appended, and the frames before it
                 after = recent[1][-1].cursor
             if after is not None and size == after.token:
-                return  # nothing new (on a local filesystem, where the size is to be trusted)
-            for batch in self._read(fd, after, size=size, log=identity):
+                return  # nothing new
+            for batch in self._read(fd, after, size, log=identity):
                 # Checked frames never change, so a writer can start its search for the end here.
                 end = self._end
                 if end.log != identity or batch.cursor.records > end.records:
@@ -176,13 +195,14 @@ class FileBackend:
                 + done
             )
 
-    def _open(self, write: bool) -> tuple[int, tuple[int, int], int | None, bool]:
+    def _open(self, write: bool) -> tuple[int, tuple[int, int], int, bool]:
         """The log open for reading or appending: ``(fd, (device, inode), size, close)``.
 
         On a local filesystem the descriptor is kept from call to call, and one ``stat`` of
         the path tells whether it still names the same file (``compact`` swaps in another)
-        and how large it is. On NFS the file is opened afresh each time, since only that
-        shows other hosts' appends; the size is then ``None`` (attributes may be cached) and
+        and how large it is. On NFS the file is opened afresh each time (close-to-open
+        consistency), its size is asked of the server (:func:`fresh_stat`: a client's cached
+        size hides other hosts' appends for seconds, and so do reads, which stop there), and
         the caller closes the descriptor.
 
         Raises:
@@ -191,7 +211,12 @@ class FileBackend:
         flags = os.O_RDWR | os.O_CREAT if write else os.O_RDONLY
         if not self._local:
             fd = os.open(self._path, flags, 0o644)
-            return fd, _identity(fd), None, True
+            try:
+                fresh = fresh_stat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd, fresh.identity, fresh.size, True
         pid = os.getpid()
         kept = self._kept.get(write)
         try:
@@ -245,38 +270,44 @@ class FileBackend:
 
     def locate(self, cursor: Cursor) -> Cursor | None:
         try:
-            st = os.stat(self._path)
+            fresh = fresh_stat(self._path)
         except FileNotFoundError:
             return None
-        if st.st_size < int(cursor.token):
+        if fresh.size < int(cursor.token):
             return None
-        return cursor._replace(log=(st.st_dev, st.st_ino))
+        return cursor._replace(log=fresh.identity)
 
     @property
     def snapshot_path(self) -> str:
         return self._path + ".snapshot"
 
     def save_snapshot(self, data: bytes) -> None:
+        """Under the append lock: the snapshot's scratch file has one name, for one writer."""
+        try:
+            with self._hold():
+                self._save_snapshot_locked(data)
+        except PermissionError as err:
+            raise PermissionError(
+                err.errno,
+                f"{self.snapshot_path}: no permission to write a snapshot; it is written "
+                "beside the journal, under its lock, which needs write permission on the "
+                "journal's directory",
+            ) from err
+
+    def _save_snapshot_locked(self, data: bytes) -> None:
         # The log first: a snapshot must never be ahead of what a crash leaves of the log
         # (appends made with sync=False may not be on stable storage yet).
         with open(self._path, "rb") as log:
             os.fsync(log.fileno())
         # temp file -> fsync -> rename -> fsync the directory: a reader sees the old snapshot
         # or the new one, whole, and a crash at any point leaves one of them.
-        temp = f"{self.snapshot_path}.{uuid.uuid4().hex}.tmp"
+        temp = self.scratch_paths[0]
         try:
-            f = open(temp, "wb")
-        except PermissionError as err:
-            raise PermissionError(
-                err.errno,
-                f"{self.snapshot_path}: no permission to write a snapshot; it is written beside "
-                "the journal, which needs write permission on the journal's directory",
-            ) from err
-        try:
-            with f:
+            with open(temp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            self._lock.verify()
             os.replace(temp, self.snapshot_path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -295,10 +326,10 @@ class FileBackend:
         """Walk every frame without raising, for ``verify`` and ``repair``."""
         with open(self._path, "rb") as f:
             fd = f.fileno()
-            size = os.fstat(fd).st_size
+            size = fresh_stat(fd).size
             end, records = (len(frames.MAGIC), 0) if self._check_magic(fd) else (0, 0)
             try:
-                for batch in self._read(fd, None, strict=True):
+                for batch in self._read(fd, None, size, strict=True):
                     records, end = batch.cursor.records, int(batch.cursor.token)
             except CorruptLogError as err:
                 return Inspection(size, err.record, err.offset or 0, err.reason)
@@ -316,7 +347,7 @@ class FileBackend:
         Raises:
             CorruptLogError: Corruption in the middle, and ``force`` is not given.
         """
-        with self._lock.hold():
+        with self.exclusive() as handoff:
             found = self.inspect()
             if found.error is not None and not force:
                 raise CorruptLogError(
@@ -339,10 +370,93 @@ class FileBackend:
                     f.flush()
                     os.fsync(f.fileno())
                 self._end, self._recent = Cursor(0, 0), None
+                handoff.leave = self.end()
             return found
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[Handoff]:
+        """Hold the append lock, this process's view of the log caught up with the end the
+        last holder left. A holder that changes the log other than by appending (``repair``,
+        ``compact``) sets the yielded handoff's ``leave`` to :meth:`end` after it."""
+        with self._hold() as handoff:
+            if handoff.found is not None:
+                fd = os.open(self._path, os.O_RDONLY)
+                try:
+                    self._reach(fd, handoff.found, fresh_stat(fd).size)
+                finally:
+                    os.close(fd)
+            yield handoff
+
+    @property
+    def scratch_paths(self) -> tuple[str, str]:
+        """Where a snapshot and a compacted log are written, under the lock, before they are
+        renamed into place: one name each, so a holder killed while writing one leaves no
+        more than that file, which the next writer replaces or, taking the lock over, removes."""
+        return self.snapshot_path + ".tmp", self._path + ".compact.tmp"
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[Handoff]:
+        with self._lock.hold() as handoff:
+            if handoff.taken_over:
+                for leftover in self.scratch_paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
+            yield handoff
+
+    def end(self) -> End:
+        """The log's end as the server has it now."""
+        with open(self._path, "rb") as f:
+            size = fresh_stat(f.fileno()).size
+            return End(size, _crc_of_tail(f.fileno(), size))
+
+    def _reach(self, fd: int, found: End, size: int) -> int:
+        """Wait until this process's view of the log reaches ``found``, the end the last lock
+        holder left, with the same last bytes; return the size the view then shows.
+
+        Where a filesystem serves sizes and pages from a client's cache even when asked for
+        the server's (see :mod:`~optuna_journal.backends.fresh`), a view may lag for seconds:
+        writing at the end it shows would overwrite other hosts' frames, and cutting what
+        looks like a torn tail there would cut frames it has not seen whole.
+
+        Raises:
+            StaleViewError: The view did not catch up within the lock's timeout.
+        """
+        start = time.monotonic()
+        pause, next_log = 0.001, start + 5.0
+        while size < found.size or _crc_of_tail(fd, found.size) != found.tail:
+            now = time.monotonic()
+            seen = "fewer bytes" if size < found.size else "other last bytes"
+            if now - start >= self._lock.timeout:
+                raise StaleViewError(
+                    f"{self._path}: this host sees the log end at byte {size}, but the last "
+                    f"writer left it at byte {found.size} ({seen} here), and after "
+                    f"{self._lock.timeout:.0f} s its view has not caught up. Nothing was "
+                    "written. If the log was cut or replaced by hand, stop every process "
+                    f"writing it and remove the lock directory {self._lock.path}."
+                )
+            if now >= next_log:
+                _logger.info(
+                    "%s: waiting %.0f s so far for this host's view of the log to reach byte "
+                    "%d, where the last writer left it (it shows %s).",
+                    self._path,
+                    now - start,
+                    found.size,
+                    seen,
+                )
+                next_log = now + 5.0
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            _forget(fd, max(0, found.size - TAIL))
+            size = fresh_stat(fd).size
+        return size
+
     def _append_locked(
-        self, payloads: Sequence[bytes], only_if_empty: bool, sync: bool, after: Cursor | None
+        self,
+        payloads: Sequence[bytes],
+        handoff: Handoff,
+        only_if_empty: bool,
+        sync: bool,
+        after: Cursor | None,
     ) -> None:
         data = b"".join(frames.pack(p) for p in payloads)
         try:
@@ -353,12 +467,14 @@ class FileBackend:
             ) from err
         try:
             self._check_same_log(after, identity, "; nothing was appended")
+            if handoff.found is not None:
+                size = self._reach(fd, handoff.found, size)
             start = self._end
             if start.log != identity:  # another file (new, or compacted): from its start
                 start = Cursor(0, 0, identity)
             end, found = start, []
-            if size is None or size != start.token or start.token == 0:
-                for batch in self._read(fd, start, size=size, log=identity):
+            if size != start.token or start.token == 0:
+                for batch in self._read(fd, start, size, log=identity):
                     end = batch.cursor
                     found.append(batch)
             self._end = end
@@ -367,8 +483,6 @@ class FileBackend:
             offset = int(end.token)
             if offset == 0:
                 data = frames.MAGIC + data
-            if size is None:
-                size = os.fstat(fd).st_size
             if size > offset:
                 _logger.warning(
                     "%s: overwriting an incomplete last frame of %d bytes at byte offset %d "
@@ -396,7 +510,13 @@ class FileBackend:
                 ) from err
             if offset == 0:
                 _fsync_directory(os.path.dirname(self._path))  # the new file's name is durable
-            written = Cursor(end.records + len(payloads), offset + len(data), identity)
+            new_end = offset + len(data)
+            tail = data[-TAIL:]
+            missing = min(TAIL, new_end) - len(tail)
+            if missing > 0:  # a short append: the bytes before it end the log too
+                tail = os.pread(fd, missing, offset - missing) + tail
+            handoff.leave = End(new_end, zlib.crc32(tail))
+            written = Cursor(end.records + len(payloads), new_end, identity)
             self._end = written
             self._recent = (start, [*found, Batch(written, list(payloads))])
         finally:
@@ -422,18 +542,19 @@ class FileBackend:
         self,
         fd: int,
         after: Cursor | None,
+        size: int,
         strict: bool = False,
-        size: int | None = None,
         log: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
-        """Yield the sound frames after ``after`` in batches, their cursors in ``log``."""
+        """Yield the sound frames after ``after`` in the file's first ``size`` bytes, in
+        batches, their cursors in ``log``."""
+        if not self._local:  # pages cached before the size last changed may be stale
+            _forget(fd, 0 if after is None else int(after.token))
         if after is None or after.token == 0:
             if not self._check_magic(fd):
                 return
             after = Cursor(0, len(frames.MAGIC))
         count, pos = after.records, int(after.token)
-        if size is None:
-            size = os.fstat(fd).st_size
         if size < pos:  # a writer would leave a hole of zeros in the log, unreadable to all
             raise LogTruncatedError(
                 f"{self._path}: the log is {size} bytes, shorter than the {pos} bytes ({count} "
@@ -532,9 +653,16 @@ def _on_network_filesystem(directory: str, mountinfo: str = "/proc/self/mountinf
     return fstype == "" or fstype.startswith(_NETWORK_FILESYSTEMS)
 
 
-def _identity(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
+def _crc_of_tail(fd: int, end: int) -> int:
+    """The crc32 of the file's last :data:`TAIL` bytes before ``end``, as this host sees them."""
+    length = min(TAIL, end)
+    return zlib.crc32(os.pread(fd, length, end - length))
+
+
+def _forget(fd: int, offset: int) -> None:
+    """Drop this host's cached pages of the file from ``offset`` on: the next read asks the
+    server (a page cached before another host wrote there would hide what it wrote)."""
+    os.posix_fadvise(fd, offset, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_directory(path: str) -> None:

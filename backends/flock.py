@@ -17,7 +17,7 @@ import fcntl
 import os
 import threading
 
-from optuna_journal.backends.lock import Wait, no_permission
+from optuna_journal.backends.lock import Handoff, Wait, no_permission
 
 
 class FlockLock:
@@ -40,13 +40,14 @@ class FlockLock:
         self._pid = 0
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold the lock for the body of a ``with`` block."""
+    def hold(self) -> Iterator[Handoff]:
+        """Hold the lock for the body of a ``with`` block. It carries no end of the log: on a
+        local filesystem every process's view of the file is the file."""
         with self._mutex:
             fd = self._open()
             self._acquire(fd)
             try:
-                yield
+                yield Handoff(None)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 

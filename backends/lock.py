@@ -1,16 +1,33 @@
-"""An exclusive lock that works across hosts on a shared filesystem, NFS included.
+"""An exclusive lock that works across hosts on a shared filesystem, NFS included, and
+carries the log's committed end from one holder to the next.
 
-``fcntl`` locks are unreliable on NFS, so the lock is a file created with
-``O_CREAT | O_EXCL`` (atomic on NFSv3+ and on local filesystems). It holds the owner's host,
-pid, start time, lease and a random token. While held, a background thread touches its mtime
-every ``lease / 3`` seconds.
+The lock is a directory (the log's path + ``.lock``) that always holds exactly one entry, an
+empty directory whose name is the lock's state::
 
-A waiter never compares clocks across hosts: it watches the lock file's (inode, mtime, size)
-and, if that has not changed for ``lease`` seconds of its own monotonic clock, the holder is
-dead or stalled and the lock is taken over: renamed aside (only one waiter's rename can
-succeed on the file it watched), checked to be the same file, then deleted. A holder checks
-its token is still on the lock just before it writes, so a holder that was stalled past its
-lease and lost the lock fails with :class:`LockLostError` instead of writing.
+    free+<end>+<tail>+<nonce>                              nobody holds it
+    held+<end>+<tail>+<lease>+<pid>+<since>+<nonce>+<host>  <host>'s <pid> holds it
+
+Every change of state is one ``rename`` of that entry inside the lock directory: atomic on
+the server (NFS, SMB, SFTP, local disks), so of two clients renaming one name only one
+succeeds, and the directory never holds two entries or none. Nothing is ever created or
+deleted per append, and nothing is ever opened: a client that unlinks a file some process
+still has open renames it aside instead (NFS's ``.nfsXXXX``, FUSE's ``.fuse_hidden*``), and
+a lock file created and removed on every append left such files behind by the hundred.
+
+``<end>`` and ``<tail>`` are the log's size and the crc32 of its last bytes as the holder
+that released the lock left them (``-`` while unknown). A new holder learns them from the very
+name it renamed, so they are the server's truth, not a client's cached view: the file
+backend does not write until its own view of the log reaches that end with those bytes.
+
+While held, a background thread touches the entry's mtime every ``lease / 3`` seconds, by
+a path that holds the holder's nonce (so it never touches a lock another process took over).
+A waiter never compares clocks across hosts: it watches the entry's (name, mtime) as the
+server has them (:func:`~optuna_journal.backends.fresh.fresh_stat`) and, once they have not
+changed for ``lease`` seconds of its own monotonic clock, the holder is dead or stalled and
+the lock is taken over by renaming the entry to the waiter's own. A holder checks that its
+entry is still there just before it writes, so a holder that was stalled past its lease and
+lost the lock fails with :class:`LockLostError` instead of writing. On a filesystem that
+keeps mtimes to the second (SFTP), the lease must be at least 3 s.
 
 Every wait is bounded by ``timeout`` and logs, every few seconds, whom it waits for.
 """
@@ -19,16 +36,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import contextlib
-import json
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
+from typing import NamedTuple
 import uuid
 import weakref
 
+from optuna_journal.backends.fresh import fresh_stat
 from optuna_journal.errors import LockLostError, LockTimeoutError
 
 _logger = logging.getLogger("optuna.journal.backends.lock")
@@ -37,11 +56,55 @@ _LOG_EVERY = 5.0
 _MAX_POLL = 0.005
 
 
+class End(NamedTuple):
+    """Where a holder left the log.
+
+    Attributes:
+        size: The log's size in bytes (the end of its last frame).
+        tail: The crc32 of its last :data:`TAIL` bytes (all of them if it is shorter).
+    """
+
+    size: int
+    tail: int
+
+
+TAIL = 32
+"""Bytes at the end of the log that :class:`End` vouches for: less than any frame."""
+
+
+class Handoff:
+    """What the lock carries from one holder to the next.
+
+    Attributes:
+        found: The end the last holder left, or ``None`` where the lock does not know it
+            (a new lock, or a lock that never carries it: ``flock``).
+        leave: The end this holder leaves for the next; the holder sets it when it changes
+            the log.
+        taken_over: Whether the last holder died (or stalled) holding the lock, so that what
+            it was writing beside the log is left half-made.
+    """
+
+    def __init__(self, found: End | None, taken_over: bool = False) -> None:
+        self.found = found
+        self.leave = found
+        self.taken_over = taken_over
+
+
+class _Entry(NamedTuple):
+    """The lock directory's one entry, parsed."""
+
+    name: str
+    free: bool
+    end: End | None
+    owner: str  # for messages
+
+
 class LeaseLock:
-    """A lock file with a refreshed lease.
+    """A lock directory with a refreshed lease.
 
     Args:
-        path: The lock file's path (the log's path + ``.lock``).
+        path: The lock directory's path (the log's path + ``.lock``); created when first
+            needed.
         lease: Seconds without a refresh after which a waiter takes the lock over.
         timeout: Seconds a waiter waits in all before raising :class:`LockTimeoutError`.
     """
@@ -52,30 +115,25 @@ class LeaseLock:
         self.path = path
         self.lease = lease
         self.timeout = timeout
-        self._token: bytes | None = None
-        self._fd: int | None = None
+        self._held: str | None = None  # our entry's name while we hold the lock
         self._mutex = threading.Lock()  # one holder per process at a time
-        self._fd_lock = threading.Lock()  # the refresher never touches a closed descriptor
+        self._held_lock = threading.Lock()  # the refresher never touches a released entry
         self._refresher: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold the lock for the body of a ``with`` block."""
+    def hold(self) -> Iterator[Handoff]:
+        """Hold the lock for the body of a ``with`` block; release it with ``leave``."""
         with self._mutex:
-            self._acquire()
+            handoff = self._acquire()
             try:
-                yield
+                yield handoff
             finally:
-                self._release()
+                self._release(handoff.leave)
 
     def verify(self) -> None:
         """Raise :class:`LockLostError` unless this process still holds the lock."""
-        try:
-            with open(self.path, "rb") as f:
-                current = f.read()
-        except FileNotFoundError:
-            current = b""
-        if self._token is None or current != self._token:
+        name = self._held
+        if name is None or not self._exists(name):
             raise LockLostError(
                 f"{self.path}: the lock was taken over while this process held it "
                 f"(stalled longer than the {self.lease} s lease?); nothing was written"
@@ -84,100 +142,126 @@ class LeaseLock:
     def owner(self) -> str:
         """Describe the current holder, for messages."""
         try:
-            with open(self.path, "rb") as f:
-                info = json.loads(f.read() or b"{}")
-        except (OSError, ValueError):
+            names = os.listdir(self.path)
+        except OSError:
             return "an unknown holder"
-        if not info:
-            return "a holder still writing its name"
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
-        return f"host {info.get('host')} pid {info.get('pid')} since {started}"
+        entry = _parse(names[0]) if len(names) == 1 else None
+        return entry.owner if entry is not None else "an unknown holder"
 
-    def _acquire(self) -> None:
-        token = json.dumps(
-            {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "since": time.time(),
-                "lease": self.lease,
-                "token": uuid.uuid4().hex,
-            }
-        ).encode()
+    def _acquire(self) -> Handoff:
+        nonce = uuid.uuid4().hex[:16]
         wait = Wait(self.path, self.timeout, self.owner)
-        watched: tuple[int, int, int] | None = None
+        watched: tuple[str, int] | None = None
         watched_since = time.monotonic()
         while True:
+            entry = self._entry(wait)
+            if entry is None:
+                continue
+            mine = _held_name(entry.end, self.lease, nonce)
+            if entry.free:
+                if self._move(entry.name, mine):
+                    return self._taken(mine, Handoff(entry.end))
+                wait.pause("another process took it first")  # or this client's listing is old
+                continue
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pass
-            except PermissionError as err:
-                raise no_permission(self.path, err) from err
-            else:
-                try:
-                    os.write(fd, token)
-                except BaseException:
-                    os.close(fd)
-                    os.unlink(self.path)
-                    raise
-                self._fd, self._token = fd, token
-                self._start_refresher()
-                return
-            now = time.monotonic()
-            try:
-                st = os.stat(self.path)
+                seen = (entry.name, fresh_stat(os.path.join(self.path, entry.name)).mtime_ns)
             except FileNotFoundError:
-                continue  # released between our create and our stat: try again at once
-            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+                continue  # released or taken since the listing: look again at once
+            now = time.monotonic()
             if seen != watched:
                 watched, watched_since = seen, now
             elif now - watched_since >= self.lease:
-                self._take_over(seen, now - watched_since)
+                if self._take_over(entry, seen[1], mine, now - watched_since):
+                    return self._taken(mine, Handoff(entry.end, taken_over=True))
                 continue
             wait.pause(
                 "its lease is being refreshed. If that process is gone, a filesystem whose "
-                "mtime does not change on touch is the likely cause; remove the lock file by hand"
+                f"mtime does not change on touch is the likely cause; rename the entry in "
+                f"{self.path} to free+-+-+0 by hand"
             )
 
-    def _take_over(self, seen: tuple[int, int, int], idle: float) -> None:
-        owner = self.owner()
-        aside = f"{self.path}.stale.{uuid.uuid4().hex}"
+    def _entry(self, wait: Wait) -> _Entry | None:
+        """The lock's one entry; ``None`` after creating the lock or pausing for a listing
+        caught mid-rename."""
         try:
-            os.rename(self.path, aside)
+            names = os.listdir(self.path)
         except FileNotFoundError:
-            return  # another waiter took it over first
-        st = os.stat(aside)
-        if (st.st_ino, st.st_mtime_ns, st.st_size) != seen:
-            # We moved a lock that someone took a moment ago: put it back unless yet another
-            # lock exists already (its holder then fails its verify() and writes nothing).
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, self.path)
-            os.unlink(aside)
-            return
-        os.unlink(aside)
+            self._create()
+            return None
+        except NotADirectoryError:
+            raise NotADirectoryError(
+                f"{self.path} is a file, not the lock directory this version of optuna-journal "
+                "keeps (an older version's lock file?): stop every process writing this "
+                "journal, then remove it"
+            ) from None
+        entry = _parse(names[0]) if len(names) == 1 else None
+        if entry is None:  # a listing taken during a rename may show both names, or none
+            wait.pause(f"the lock directory holds {names}, where it should hold one entry")
+        return entry
+
+    def _create(self) -> None:
+        """Make the lock directory, free, whole: prepared aside, then renamed into place."""
+        temp = f"{self.path}.new-{uuid.uuid4().hex}"
+        first = os.path.join(temp, _free_name(None))
+        try:
+            os.mkdir(temp)
+            os.mkdir(first)
+        except PermissionError as err:
+            raise no_permission(self.path, err) from err
+        try:
+            os.rename(temp, self.path)
+        except OSError:
+            if not os.path.isdir(self.path):
+                raise
+            os.rmdir(first)  # another process made it first
+            os.rmdir(temp)
+
+    def _take_over(self, entry: _Entry, mtime_ns: int, mine: str, idle: float) -> bool:
+        if not self._move(entry.name, mine):
+            return False  # its holder released it, or another waiter took it over first
+        if fresh_stat(os.path.join(self.path, mine)).mtime_ns != mtime_ns:
+            # Its holder touched it a moment ago: it is alive. Give the lock back (its holder
+            # fails its next verify() if it checks meanwhile, and writes nothing).
+            self._move(mine, entry.name)
+            return False
         _logger.warning(
             "Took over the stale lock %s of %s: not refreshed for %.1f s (lease %.1f s).",
             self.path,
-            owner,
+            entry.owner,
             idle,
             self.lease,
         )
+        return True
 
-    def _release(self) -> None:
-        with self._fd_lock:
-            fd, token = self._fd, self._token
-            self._fd = self._token = None
-            if fd is not None:
-                os.close(fd)
-        try:
-            with open(self.path, "rb") as f:
-                ours = f.read() == token
-        except FileNotFoundError:
-            ours = False
-        if ours:
-            os.unlink(self.path)
-        else:
+    def _taken(self, mine: str, handoff: Handoff) -> Handoff:
+        self._held = mine
+        self._start_refresher()
+        return handoff
+
+    def _release(self, leave: End | None) -> None:
+        with self._held_lock:
+            mine, self._held = self._held, None
+        if mine is None or not self._move(mine, _free_name(leave)):
             _logger.warning("The lock %s was taken over while this process held it.", self.path)
+
+    def _move(self, name: str, to: str) -> bool:
+        """Rename entry ``name`` to ``to``; whether it was done."""
+        try:
+            os.rename(os.path.join(self.path, name), os.path.join(self.path, to))
+            return True
+        except FileNotFoundError:
+            # Gone, or done: an NFS client that resends a rename whose reply was lost gets
+            # "no such file" for the rename it did.
+            return self._exists(to)
+        except PermissionError as err:
+            raise no_permission(self.path, err) from err
+
+    def _exists(self, name: str) -> bool:
+        try:
+            fresh_stat(os.path.join(self.path, name))
+            return True
+        except FileNotFoundError:
+            return False
 
     def _start_refresher(self) -> None:
         if self._refresher is None or not self._refresher.is_alive():
@@ -190,11 +274,42 @@ class LeaseLock:
             self._refresher.start()
 
 
+_HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+
+
+def _free_name(end: End | None) -> str:
+    return f"free+{_end_field(end)}+{uuid.uuid4().hex[:16]}"
+
+
+def _held_name(end: End | None, lease: float, nonce: str) -> str:
+    return f"held+{_end_field(end)}+{lease!r}+{os.getpid()}+{int(time.time())}+{nonce}+{_HOST}"
+
+
+def _end_field(end: End | None) -> str:
+    return "-+-" if end is None else f"{end.size}+{end.tail:08x}"
+
+
+def _parse(name: str) -> _Entry | None:
+    fields = name.split("+")
+    try:
+        end = None if fields[1] == "-" else End(int(fields[1]), int(fields[2], 16))
+        if fields[0] == "free" and len(fields) == 4:
+            return _Entry(name, True, end, "nobody")
+        if fields[0] == "held" and len(fields) == 8:
+            lease, pid, since, host = fields[3], fields[4], int(fields[5]), fields[7]
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+            owner = f"host {host} pid {pid} since {started} (lease {lease} s)"
+            return _Entry(name, False, end, owner)
+    except (IndexError, ValueError):
+        pass
+    return None
+
+
 class Wait:
     """A bounded wait with growing pauses, which says every few seconds whom it waits for.
 
     Args:
-        path: The lock file waited for.
+        path: The lock waited for.
         timeout: Seconds in all before :meth:`pause` raises :class:`LockTimeoutError`.
         owner: Describes the holder, for messages.
     """
@@ -228,20 +343,20 @@ class Wait:
 def no_permission(path: str, err: PermissionError) -> PermissionError:
     return PermissionError(
         err.errno,
-        f"{path}: no permission to create the append lock; every writer needs write "
+        f"{path}: no permission to take the append lock; every writer needs write "
         "permission on the journal's directory",
     )
 
 
 def _refresh(ref: weakref.ref[LeaseLock], every: float) -> None:
-    """Touch the lock file while it is held; end when the lock object is gone."""
+    """Touch the lock's entry while it is held; end when the lock object is gone."""
     while True:
         time.sleep(every)
         lock = ref()
         if lock is None:
             return
-        with lock._fd_lock:
-            if lock._fd is not None:
-                with contextlib.suppress(OSError):
-                    os.utime(lock._fd)
+        with lock._held_lock:
+            if lock._held is not None:
+                with contextlib.suppress(OSError):  # taken over: the holder's verify() says so
+                    os.utime(os.path.join(lock.path, lock._held))
         del lock

@@ -19,6 +19,7 @@ from optuna_journal.errors import (
     NotAJournalError,
     ReadOnlyError,
     SchemaVersionError,
+    StaleViewError,
     UnknownRecordError,
 )
 from optuna_journal.storage import JournalStorage, JournalView
@@ -38,6 +39,7 @@ __all__ = [
     "NotAJournalError",
     "ReadOnlyError",
     "SchemaVersionError",
+    "StaleViewError",
     "UnknownRecordError",
     "open_backend",
     "open_storage",

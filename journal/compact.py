@@ -69,7 +69,7 @@ def compact(
         JournalError: The rewritten log would not replay to the same state (nothing changes).
     """
     backend = FileBackend(path)
-    with backend.lock.hold():
+    with backend.exclusive() as handoff:
         found = backend.inspect()  # every checksum, even where replay needs fewer
         if found.error is not None:
             raise CorruptLogError(path, found.end, found.records, found.error)
@@ -94,7 +94,7 @@ def compact(
         tail_payloads = [codec.encode(r) for r in records[fold:]]
         payloads = [codec.encode(new_header)] + [codec.encode(r) for r in folded] + tail_payloads
 
-        temp = f"{backend.location}.compact-{uuid.uuid4().hex}.tmp"
+        temp = backend.scratch_paths[1]
         try:
             with open(temp, "wb") as f:
                 f.write(frames.MAGIC + b"".join(frames.pack(p) for p in payloads))
@@ -110,6 +110,7 @@ def compact(
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
+        handoff.leave = backend.end()
         _fsync_directory(os.path.dirname(backend.location))
         if os.path.exists(backend.snapshot_path):  # it names the old log: useless now
             os.unlink(backend.snapshot_path)

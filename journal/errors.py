@@ -61,6 +61,11 @@ class LockLostError(JournalError, RuntimeError):
     """The append lock was taken over while this process held it; nothing was written."""
 
 
+class StaleViewError(JournalError, TimeoutError):
+    """This host's view of a log on a shared filesystem stayed behind the end the last
+    writer left, longer than the lock's timeout; nothing was written."""
+
+
 class JournalConnectionError(JournalError, ConnectionError):
     """The server holding the log cannot be reached within the bounded wait."""
 

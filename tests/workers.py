@@ -137,6 +137,22 @@ def optimize(
     study.optimize(objective, n_trials=n_trials, callbacks=[acknowledged])
 
 
+def publish_trials(location: str, study_name: str, n_trials: int, told: str) -> None:
+    """Run ``n_trials`` of a cheap objective, one every 50 ms; append ``number time`` to
+    ``told`` once each trial's completion is acknowledged."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(location))
+
+    def objective(trial: optuna.Trial) -> float:
+        time.sleep(0.05)
+        return trial.suggest_float("x", -10, 10) ** 2
+
+    def acknowledged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _append_line(told, f"{trial.number} {time.time()}")
+
+    study.optimize(objective, n_trials=n_trials, callbacks=[acknowledged])
+
+
 def optimize_reopening(location: str, study_name: str, n_trials: int, finished: str) -> None:
     """Have ``n_trials`` trials acknowledged (each number to ``finished``), opening the journal
     anew whenever it stops this process because the log lost records it had read."""

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import zlib
 
 import pytest
 
@@ -18,6 +20,7 @@ from optuna_journal.errors import (
     LogReplacedError,
     LogTruncatedError,
     NotAJournalError,
+    StaleViewError,
 )
 from tests.backends.contract import BackendContract, _all
 
@@ -251,3 +254,49 @@ def test_file_backend_alive_at_exit_closes_quietly_after_os_is_torn_down(tmp_pat
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def _leave_in_lock(path: Path, entry: str) -> None:
+    """Set the lock's one entry (the state the last holder left) to ``entry``."""
+    lock = Path(f"{path}.lock")
+    [name] = os.listdir(lock)
+    os.rename(lock / name, lock / entry)
+
+
+def test_file_append_waits_for_its_view_of_the_log_to_reach_the_end_left_in_the_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.journal"
+    backend = FileBackend(path, "lease", lock_timeout=1.0)
+    backend.append_head(b"h")
+    backend.append([b"a" * 100])
+    before = path.read_bytes()
+    # The last holder left a longer log than this host sees (its cache lags, as on NFS) ...
+    _leave_in_lock(path, f"free+{len(before) + 50}+{zlib.crc32(b'x' * 32):08x}+n")
+    with pytest.raises(StaleViewError, match=f"byte {len(before)}, .* byte {len(before) + 50}"):
+        backend.append([b"b"])
+    # ... or the same length with other last bytes: either way nothing is written.
+    _leave_in_lock(path, f"free+{len(before)}+{zlib.crc32(b'x' * 32):08x}+n")
+    with pytest.raises(StaleViewError, match="other last bytes"):
+        backend.append([b"b"])
+    assert path.read_bytes() == before
+    # A view that catches up while the writer waits: it writes after what it then sees.
+    late = frames.pack(b"late")
+    _leave_in_lock(path, f"free+{len(before + late)}+{zlib.crc32((before + late)[-32:]):08x}+n")
+    catching_up = threading.Timer(0.3, lambda: path.write_bytes(before + late))
+    catching_up.start()
+    FileBackend(path, "lease", lock_timeout=30).append([b"c"])
+    catching_up.join()
+    assert _all(FileBackend(path))[0] == [b"h", b"a" * 100, b"late", b"c"]
+
+
+def test_file_takeover_removes_what_the_dead_holder_left_half_made(tmp_path: Path) -> None:
+    path = tmp_path / "s.journal"
+    backend = FileBackend(path, "lease", lock_lease=0.3)
+    backend.append_head(b"h")
+    _leave_in_lock(path, "held+-+-+0.3+1+0+n+deadhost")  # killed holding the lock ...
+    for scratch in backend.scratch_paths:  # ... while writing a snapshot, or compacting
+        Path(scratch).write_bytes(b"half")
+    backend.append([b"x"])
+    assert sorted(os.listdir(tmp_path)) == ["s.journal", "s.journal.lock"]
+    assert _all(backend)[0] == [b"h", b"x"]

@@ -10,7 +10,7 @@ import pytest
 
 from optuna_journal.backends.file import FileBackend, _on_network_filesystem
 from optuna_journal.backends.flock import FlockLock
-from optuna_journal.backends.lock import LeaseLock
+from optuna_journal.backends.lock import End, LeaseLock
 from optuna_journal.errors import LockLostError, LockTimeoutError
 from tests.workers import hold_lock
 
@@ -30,19 +30,26 @@ def _start_holder(tmp_path: Path, lease: float, seconds: float) -> multiprocessi
     return holder
 
 
+def _entries(lock_dir: Path) -> list[str]:
+    return os.listdir(lock_dir)
+
+
 def test_lock_of_a_sigkilled_holder_is_taken_over_after_the_lease(tmp_path: Path) -> None:
     holder = _start_holder(tmp_path, lease=0.5, seconds=600)
     os.kill(holder.pid, signal.SIGKILL)
     holder.join()
     lock = LeaseLock(str(tmp_path / "log.lock"), lease=0.5, timeout=30)
-    assert (tmp_path / "log.lock").exists()  # the dead holder's lock is still there
+    [dead] = _entries(tmp_path / "log.lock")  # the dead holder's entry is still there
+    assert dead.startswith("held+") and f"+{holder.pid}+" in dead
     started = time.monotonic()
     with lock.hold():
         waited = time.monotonic() - started
-        assert f'"pid": {os.getpid()}' in (tmp_path / "log.lock").read_text()
+        [entry] = _entries(tmp_path / "log.lock")
+        assert entry.startswith("held+") and f"+{os.getpid()}+" in entry
     assert waited >= 0.5  # not before the lease ran out: the holder might have been alive
-    assert not (tmp_path / "log.lock").exists()
-    assert not list(tmp_path.glob("*.stale.*"))
+    [entry] = _entries(tmp_path / "log.lock")
+    assert entry.startswith("free+")
+    assert sorted(os.listdir(tmp_path)) == ["log.lock", "ready"]  # nothing left aside
 
 
 def test_lock_of_a_live_refreshing_holder_is_never_taken_over(tmp_path: Path) -> None:
@@ -59,13 +66,46 @@ def test_lock_of_a_live_refreshing_holder_is_never_taken_over(tmp_path: Path) ->
 
 def test_lock_holder_that_lost_its_lock_refuses_to_write(tmp_path: Path) -> None:
     lock = LeaseLock(str(tmp_path / "log.lock"), lease=5)
+    other = "held+-+-+5.0+1+0+someone+else"
     with lock.hold():
         lock.verify()
-        os.replace(tmp_path / "log.lock", tmp_path / "moved")
-        (tmp_path / "log.lock").write_text("someone else")
+        [mine] = _entries(tmp_path / "log.lock")
+        os.rename(tmp_path / "log.lock" / mine, tmp_path / "log.lock" / other)  # taken over
         with pytest.raises(LockLostError, match="taken over"):
             lock.verify()
-    assert (tmp_path / "log.lock").read_text() == "someone else"  # not ours: left alone
+    assert _entries(tmp_path / "log.lock") == [other]  # not ours: left alone
+
+
+def test_lock_carries_the_end_each_holder_leaves_to_the_next(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.lock")
+    with LeaseLock(path).hold() as handoff:
+        assert handoff.found is None  # a new lock knows no end
+        handoff.leave = End(1234, 0xDEADBEEF)
+    with LeaseLock(path).hold() as handoff:
+        assert handoff.found == End(1234, 0xDEADBEEF)
+    with LeaseLock(path).hold() as handoff:
+        assert handoff.found == End(1234, 0xDEADBEEF)  # not changed: passed on as it was
+        handoff.leave = End(2000, 7)
+        [entry] = _entries(tmp_path / "log.lock")
+        os.rename(tmp_path / "log.lock" / entry, tmp_path / "log.lock" / "elsewhere")
+    # A holder that died: its successor takes over the end it had found.
+    dead = "held+2000+00000007+0.3+1+0+x+deadhost"
+    os.rename(tmp_path / "log.lock" / "elsewhere", tmp_path / "log.lock" / dead)
+    with LeaseLock(path, lease=0.3).hold() as handoff:
+        assert handoff.found == End(2000, 7)
+
+
+def test_lock_directory_in_a_strange_state_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file.lock").write_text("an older version's lock file")
+    with pytest.raises(NotADirectoryError, match="older version"):
+        with LeaseLock(str(tmp_path / "file.lock")).hold():
+            pass
+    (tmp_path / "two.lock").mkdir()
+    (tmp_path / "two.lock" / "free+-+-+1").mkdir()
+    (tmp_path / "two.lock" / "free+-+-+2").mkdir()
+    with pytest.raises(LockTimeoutError, match="where it should hold one entry"):
+        with LeaseLock(str(tmp_path / "two.lock"), timeout=0.5).hold():
+            pass
 
 
 def test_lock_rejects_nonsense_settings(tmp_path: Path) -> None:
