@@ -165,16 +165,19 @@ class FileBackend:
             self._append_locked([payload], handoff, only_if_empty=True, sync=True, after=None)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
+        recent = self._recent
+        if recent is not None and after == recent[0]:
+            # What this process just appended, and the frames before it: all that the read
+            # following an append (a writer finding its own verdict) needs, without opening
+            # the file again. Frames appended since are read next time.
+            yield from recent[1]
+            return
         try:
             fd, identity, size, close = self._open(write=False)
         except FileNotFoundError:
             return  # nothing written yet
         try:
             self._check_same_log(after, identity, "")
-            recent = self._recent
-            if recent is not None and after == recent[0]:
-                yield from recent[1]  # what this process just appended, and the frames before it
-                after = recent[1][-1].cursor
             if after is not None and size == after.token:
                 return  # nothing new
             for batch in self._read(fd, after, size, log=identity):
