@@ -434,7 +434,7 @@ class FileBackend:
                     f"{self._path}: this host sees the log end at byte {size}, but the last "
                     f"writer left it at byte {found.size} ({seen} here), and after "
                     f"{self._lock.timeout:.0f} s its view has not caught up. Nothing was "
-                    "written. If the log was cut or replaced by hand, stop every process "
+                    "written. If the log was removed, cut or replaced by hand, stop every process "
                     f"writing it and remove the lock directory {self._lock.path}."
                 )
             if now >= next_log:
@@ -484,6 +484,13 @@ class FileBackend:
             if only_if_empty and end.records > 0:
                 return
             offset = int(end.token)
+            if handoff.found is not None and offset < handoff.found.size:
+                raise StaleViewError(
+                    f"{self._path}: this host's view of the log has its last whole frame end at "
+                    f"byte {offset}, before byte {handoff.found.size} where the last writer "
+                    "left the log; nothing was written (writing there would overwrite frames "
+                    "this host has not seen whole)"
+                )
             if offset == 0:
                 data = frames.MAGIC + data
             if size > offset:

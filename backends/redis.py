@@ -257,7 +257,7 @@ class RedisBackend:
                 self._cluster = RedisCluster.from_url(self._url, **self._options)
             else:
                 self._cluster.nodes_manager.initialize()
-            node = self._cluster.get_node_from_key(self._key)  # type: ignore[no-untyped-call]
+            node = self._cluster.get_node_from_key(self._key)  # type: ignore[no-untyped-call, unused-ignore]
         except redis.exceptions.RedisClusterException as err:  # e.g. the slot has no node yet
             raise redis.exceptions.ConnectionError(f"Redis Cluster: {err}") from err
         self._client = self._cluster.get_redis_connection(node)
@@ -513,7 +513,7 @@ def _client(url: str, **options: Any) -> redis.Redis:
     }
     sentinel_options.update((_SENTINEL_AUTH[k], v) for k, v in query)
     sentinel = _Sentinel(sentinels, sentinel_kwargs=sentinel_options)
-    primary = sentinel.master_for(  # type: ignore[no-untyped-call]
+    primary = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         service,
         db=int(db or 0),
         username=unquote(parts.username) if parts.username else None,
@@ -529,12 +529,12 @@ class _Sentinel(Sentinel):
     a sentinel that is down, to retry (redis-py takes one for the other)."""
 
     def __init__(self, sentinels: list[tuple[str, int]], sentinel_kwargs: dict[str, Any]) -> None:
-        super().__init__(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call, unused-ignore]
         self.addresses = ",".join(f"{host}:{port}" for host, port in sentinels)
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         try:
-            return cast("tuple[str, int]", super().discover_master(service_name))  # type: ignore[no-untyped-call]
+            return cast("tuple[str, int]", super().discover_master(service_name))  # type: ignore[no-untyped-call, unused-ignore]
         except MasterNotFoundError as err:
             if "AuthenticationError" in str(err):
                 raise redis.exceptions.AuthenticationError(

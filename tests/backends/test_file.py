@@ -300,3 +300,21 @@ def test_file_takeover_removes_what_the_dead_holder_left_half_made(tmp_path: Pat
     backend.append([b"x"])
     assert sorted(os.listdir(tmp_path)) == ["s.journal", "s.journal.lock"]
     assert _all(backend)[0] == [b"h", b"x"]
+
+
+def test_file_never_overwrites_what_looks_torn_before_the_end_left_in_the_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.journal"
+    backend = FileBackend(path, "lease", lock_timeout=1.0)
+    backend.append_head(b"h")
+    # Bytes that end like an incomplete frame to this host, while the last holder left the
+    # log longer, ending right there: what a stale page in the middle would look like.
+    frame = frames.pack(b"f" * 100)
+    with open(path, "ab") as f:
+        f.write(frame[:60])
+    data = path.read_bytes()
+    _leave_in_lock(path, f"free+{len(data)}+{zlib.crc32(data[-32:]):08x}+n")
+    with pytest.raises(StaleViewError, match="overwrite frames this host has not seen whole"):
+        backend.append([b"x"])
+    assert path.read_bytes() == data
