@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from optuna_journal.backends.base import Backend, Batch, Cursor
@@ -14,7 +15,15 @@ from optuna_journal.backends.memory import MemoryBackend
 if TYPE_CHECKING:
     from optuna_journal.backends.redis import RedisBackend
 
-__all__ = ["Backend", "Batch", "Cursor", "FileBackend", "MemoryBackend", "RedisBackend"]
+__all__ = [
+    "Backend",
+    "Batch",
+    "Cursor",
+    "FileBackend",
+    "MemoryBackend",
+    "RedisBackend",
+    "open_backend",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,3 +32,24 @@ def __getattr__(name: str) -> Any:
 
         return RedisBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_backend(location: str | os.PathLike[str]) -> Backend:
+    """The log at ``location``, without replaying it.
+
+    Args:
+        location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``, or
+            ``redis+sentinel://host:port[,host:port...]/SERVICE[/DB]`` for the primary that
+            Redis Sentinel names, its sentinels' own password as ``&sentinel_password=PW``),
+            with the journal's name as ``?journal=NAME`` (default ``default``) and, to
+            acknowledge an append only once N replicas have it, ``&replicas=N``; or
+            ``memory:`` for a private in-memory log.
+    """
+    text = str(location)
+    if text == "memory:":
+        return MemoryBackend()
+    if text.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        from optuna_journal.backends.redis import from_url
+
+        return from_url(text)
+    return FileBackend(location)

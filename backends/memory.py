@@ -14,10 +14,11 @@ from optuna_journal.backends.base import Batch, Cursor
 
 
 class MemoryBackend:
-    """A log held in memory by this process."""
+    """A log held in memory by this process, starting with ``payloads`` (a copy of another
+    log's, say)."""
 
-    def __init__(self) -> None:
-        self._payloads: list[bytes] = []
+    def __init__(self, payloads: Sequence[bytes] = ()) -> None:
+        self._payloads: list[bytes] = list(payloads)
         self._snapshot: bytes | None = None
         self._lock = threading.Lock()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from optuna_journal.backends import Backend, FileBackend, MemoryBackend
+from optuna_journal.backends import Backend, FileBackend, MemoryBackend, open_backend
 from optuna_journal.errors import (
     CorruptLogError,
     JournalConnectionError,
@@ -56,24 +56,3 @@ def open_storage(location: str | os.PathLike[str]) -> JournalStorage:
         A :class:`JournalStorage` ready to pass to ``optuna.create_study(storage=...)``.
     """
     return JournalStorage(open_backend(location))
-
-
-def open_backend(location: str | os.PathLike[str]) -> Backend:
-    """The log at ``location``, without replaying it.
-
-    Args:
-        location: A file path; a Redis URL (``redis://``, ``rediss://``, ``unix://``, or
-            ``redis+sentinel://host:port[,host:port...]/SERVICE[/DB]`` for the primary that
-            Redis Sentinel names, its sentinels' own password as ``&sentinel_password=PW``),
-            with the journal's name as ``?journal=NAME`` (default ``default``) and, to
-            acknowledge an append only once N replicas have it, ``&replicas=N``; or
-            ``memory:`` for a private in-memory log.
-    """
-    text = str(location)
-    if text == "memory:":
-        return MemoryBackend()
-    if text.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
-        from optuna_journal.backends.redis import from_url
-
-        return from_url(text)
-    return FileBackend(location)

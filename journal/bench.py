@@ -2,8 +2,9 @@
 
 Every workload runs each storage in turn, repeated (the storages interleaved, so drift of
 the machine hits all alike), and reports the median, the range, and the ratio to Optuna's
-``JournalStorage`` on ``JournalFileBackend`` (the reference, 1.0). Ratios are "times better":
-for rates ours / reference, for durations reference / ours.
+``JournalStorage`` on ``JournalFileBackend`` (the reference, 1.0; for the Dask workloads,
+``optuna_integration.DaskStorage()``). Ratios are "times better": for rates ours /
+reference, for durations reference / ours.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from optuna_journal.storage import JournalStorage
 T = TypeVar("T")
 
 REFERENCE = "optuna-file"
+DASK_REFERENCE = (
+    "optuna-dask"  # optuna_integration.DaskStorage(): InMemoryStorage on the scheduler
+)
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Sizes:
     cold_trials: int = 20_000
     memory_trials: int = 50_000
     growth_trials: int = 10_000
+    dask_trials: int = 100  # per task, 4 tasks
+    dask_read_trials: int = 5_000
     repeat: int = 3
 
     @classmethod
@@ -65,6 +71,8 @@ class Sizes:
             cold_trials=1_000,
             memory_trials=1_000,
             growth_trials=200,
+            dask_trials=10,
+            dask_read_trials=300,
             repeat=2,
         )
 
@@ -622,6 +630,12 @@ def _redis(url: str | None, workdir: str) -> Iterator[str | None]:
         server.stop()
 
 
+def _bench_dask(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    from optuna_journal.bench_dask import bench_dask  # it imports this module
+
+    return bench_dask(sizes, workdir, redis_url)
+
+
 WORKLOADS: dict[str, Callable[[Sizes, str, str | None], list[Result]]] = {
     "optimize": bench_optimize,  # lifecycle and tpe
     "reads": bench_reads,
@@ -629,8 +643,15 @@ WORKLOADS: dict[str, Callable[[Sizes, str, str | None], list[Result]]] = {
     "cold-open": bench_cold_open,
     "memory": lambda sizes, workdir, redis_url: bench_memory(sizes, workdir),
     "growth": bench_growth,
+    "dask": _bench_dask,
 }
 """Each workload by the name ``--only`` takes, in the order a full run runs them."""
+
+
+def reference(result: Result, results: list[Result]) -> Result | None:
+    """The result of ``result``'s workload that its ratio is to."""
+    name = DASK_REFERENCE if result.workload.startswith("dask") else REFERENCE
+    return next((r for r in results if r.workload == result.workload and r.storage == name), None)
 
 
 def ratio(result: Result, reference: Result | None) -> float | None:
@@ -644,12 +665,11 @@ def ratio(result: Result, reference: Result | None) -> float | None:
 def table(results: list[Result]) -> str:
     """A Markdown table of medians, ranges and ratios to the reference."""
     lines = [
-        "| workload | storage | median | min-max | vs Optuna file | note |",
+        "| workload | storage | median | min-max | vs Optuna | note |",
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
-    refs = {r.workload: r for r in results if r.storage.startswith(REFERENCE)}
     for r in results:
-        x = ratio(r, refs.get(r.workload))
+        x = ratio(r, reference(r, results))
         lines.append(
             f"| {r.workload} | {r.storage} | {r.median:.4g} {r.unit} "
             f"| {min(r.samples):.4g}-{max(r.samples):.4g} "
@@ -690,17 +710,7 @@ def run(
                         {
                             **r.__dict__,
                             "median": r.median,
-                            "ratio": ratio(
-                                r,
-                                next(
-                                    (
-                                        x
-                                        for x in results
-                                        if x.workload == r.workload and x.storage == REFERENCE
-                                    ),
-                                    None,
-                                ),
-                            ),
+                            "ratio": ratio(r, reference(r, results)),
                         }
                         for r in results
                     ],

@@ -24,7 +24,7 @@ def client() -> Iterator[distributed.Client]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # its HTTP server on loopback, any free port
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
