@@ -219,6 +219,47 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     imports.add_argument("source", metavar="SOURCE", help="Optuna journal file or storage URL")
     imports.add_argument("journal", metavar="JOURNAL", help="journal file or Redis URL")
+    artifacts = command(
+        "artifacts",
+        _artifacts,
+        "list, fetch and check the artifacts of a journal",
+        "The artifacts that optuna.artifacts.upload_artifact attached to studies and trials, "
+        "as the log records them (artifact.uploaded, less artifact.removed). STORE is a "
+        "directory (optuna_journal.artifacts.JournalArtifactStore, or Optuna's "
+        "FileSystemArtifactStore for get), s3://BUCKET (AWS_ENDPOINT_URL and the usual AWS "
+        "variables apply) or gs://BUCKET (STORAGE_EMULATOR_HOST applies).",
+    )
+    actions = artifacts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list",
+        help="list the artifacts",
+        description="List the artifacts attached now: id, study, trial number, file name, "
+        "MIME type, size and SHA-256 (when our store wrote it), and the record that "
+        "uploaded it.",
+    )
+    journal(listing)
+    listing.add_argument("--study", metavar="NAME", help="only this study's (and its trials')")
+    listing.add_argument("--trial", type=int, metavar="NUMBER", help="only this trial's")
+    get = actions.add_parser(
+        "get",
+        help="copy an artifact's bytes out of its store",
+        description="Copy the artifact ID from STORE to PATH (default: its file name in the "
+        "current directory), checked against its recorded SHA-256 where known.",
+    )
+    journal(get, json_output=False)
+    get.add_argument("id", metavar="ID", help="artifact id")
+    get.add_argument("--store", required=True, metavar="STORE", help="where the bytes are")
+    get.add_argument("-o", "--output", metavar="PATH", help="file to write (must not exist)")
+    check = actions.add_parser(
+        "check",
+        help="find metadata without bytes and bytes without metadata",
+        description="Compare the log's artifacts with STORE: name each artifact whose bytes "
+        "are missing or (in our store) do not match their SHA-256, each stored artifact that "
+        "no study or trial holds, and each temporary file a killed writer left. Exit 1 if "
+        "any.",
+    )
+    journal(check)
+    check.add_argument("--store", required=True, metavar="STORE", help="where the bytes are")
     return parser, handlers
 
 
@@ -422,6 +463,54 @@ def _import(args: argparse.Namespace) -> int:
 
 
 # Helpers.
+
+
+def _artifacts(args: argparse.Namespace) -> int:
+    from optuna_journal import artifacts
+
+    storage = _open(args.journal)
+    listed = artifacts.artifacts(storage._backend)
+    if args.action == "list":
+        if args.study is not None:
+            storage.get_study_id_from_name(args.study)  # a KeyError naming it if unknown
+            listed = [a for a in listed if a.study == args.study]
+        if args.trial is not None:
+            listed = [a for a in listed if a.trial == args.trial]
+        _emit([a.__dict__ for a in listed], args.json)
+        return 0
+    store = artifacts.open_store(args.store)
+    if args.action == "get":
+        return _artifact_get(args, store, {a.artifact_id: a for a in listed})
+    problems = artifacts.check(listed, store)
+    if args.json:
+        print(json.dumps(problems, indent=2))
+    elif not problems:
+        print(f"{len(listed)} artifacts, every one in {args.store}; nothing else there.")
+    for problem in [] if args.json else problems:
+        print(f"{problem['problem']}: {problem['artifact_id']} ({problem['detail']})")
+    return 1 if problems else 0
+
+
+def _artifact_get(args: argparse.Namespace, store: Any, known: dict[str, Any]) -> int:
+    import hashlib
+
+    if args.id not in known:
+        raise KeyError(f"No artifact {args.id!r} is attached in {args.journal}.")
+    artifact = known[args.id]
+    path = args.output or artifact.filename
+    with store.open_reader(args.id) as reader, open(path, "xb") as out:
+        digest = hashlib.sha256()
+        while chunk := reader.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    if artifact.sha256 is not None and digest.hexdigest() != artifact.sha256:
+        os.unlink(path)
+        raise ValueError(
+            f"Artifact {args.id!r} from {args.store} does not match the SHA-256 its upload "
+            f"recorded (record {artifact.record}); {path} was not kept"
+        )
+    print(f"{path}: {artifact.filename}, {os.path.getsize(path)} bytes")
+    return 0
 
 
 def _open(location: str) -> JournalStorage:

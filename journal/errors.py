@@ -82,3 +82,7 @@ class LogTruncatedError(JournalError):
     """The log no longer holds records this process has read: it was cut (``repair
     --force``), put back from an older copy, or lost by a Redis server. Nothing was appended;
     open the journal again to go on from what it holds."""
+
+
+class ArtifactCorruptError(JournalError, ValueError):
+    """An artifact's bytes do not match the size and SHA-256 recorded when it was written."""

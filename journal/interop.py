@@ -18,6 +18,8 @@ from optuna_journal.backends.base import Backend
 from optuna_journal.distributions import from_record
 from optuna_journal.records import (
     AnyRecord,
+    ArtifactRemoved,
+    ArtifactUploaded,
     JournalHeader,
     LogCompacted,
     StateCode,
@@ -34,6 +36,7 @@ from optuna_journal.records import (
     TrialUserAttrSet,
 )
 from optuna_journal.replay import Rejected, State, apply
+from optuna_journal.replay.apply import ARTIFACTS_ATTR_PREFIX, artifact_meta
 from optuna_journal.replay.state import FINISHED
 from optuna_journal.storage import JournalStorage
 
@@ -148,6 +151,18 @@ def _operation(record: AnyRecord) -> dict[str, Any]:
                 "trial_id": record.trial_id,
                 "system_attr": {record.key: record.value},
             }
+        case ArtifactUploaded() | ArtifactRemoved():
+            key = ARTIFACTS_ATTR_PREFIX + record.artifact_id
+            meta = (
+                artifact_meta(
+                    record.artifact_id, record.filename, record.mimetype, record.encoding
+                )
+                if isinstance(record, ArtifactUploaded)
+                else json.dumps(None)  # as optuna-dashboard removes one
+            )
+            if record.trial_id is not None:
+                return {"op_code": 9, "trial_id": record.trial_id, "system_attr": {key: meta}}
+            return {"op_code": 3, "study_id": record.study_id, "system_attr": {key: meta}}
     raise AssertionError(f"unhandled record {record!r}")
 
 

@@ -202,6 +202,30 @@ class LogCompacted(Record, frozen=True, kw_only=True, tag="log.compacted"):
     archive: str | None = None
 
 
+class ArtifactUploaded(Record, frozen=True, kw_only=True, tag="artifact.uploaded"):
+    """An artifact's bytes were stored (in any artifact store) for a trial or, with
+    ``trial_id`` None, a study. Replay shows it as Optuna does: the system attr
+    ``artifacts:<artifact_id>``. ``size`` and ``sha256`` are known when our store wrote it."""
+
+    study_id: int | None = None
+    trial_id: int | None = None
+    artifact_id: str
+    filename: str
+    mimetype: str
+    encoding: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+class ArtifactRemoved(Record, frozen=True, kw_only=True, tag="artifact.removed"):
+    """An artifact was detached from its trial or study (its attr set to JSON ``null``, as
+    optuna-dashboard does when it deletes one)."""
+
+    study_id: int | None = None
+    trial_id: int | None = None
+    artifact_id: str
+
+
 AnyRecord = (
     StudyCreated
     | StudyDeleted
@@ -215,6 +239,8 @@ AnyRecord = (
     | TrialSystemAttrSet
     | TrialHeartbeat
     | LogCompacted
+    | ArtifactUploaded
+    | ArtifactRemoved
 )
 
 RECORD_TYPES: tuple[type[Record], ...] = typing.get_args(AnyRecord)

@@ -19,6 +19,7 @@ import uuid
 
 import optuna
 from optuna._typing import JSONSerializable
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage
@@ -29,6 +30,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_journal import codec, log
+from optuna_journal.artifacts import attr_record
 from optuna_journal.backends.base import Backend, Batch, Cursor
 from optuna_journal.distributions import internal_value, to_record
 from optuna_journal.errors import (
@@ -70,6 +72,7 @@ _ERRORS: dict[Reason, type[Exception]] = {
     Reason.DUPLICATE_STUDY: DuplicatedStudyError,
     Reason.TRIAL_FINISHED: UpdateFinishedTrialError,
     Reason.INCOMPATIBLE_DISTRIBUTION: ValueError,
+    Reason.NO_ARTIFACT: ArtifactNotFound,
 }
 
 R = TypeVar("R", bound=AnyRecord)
@@ -446,6 +449,10 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
 
     def set_study_system_attr(self, study_id: int, key: str, value: JSONSerializable) -> None:
         value = _checked_attr(key, value)
+        artifact = attr_record(key, value)
+        if artifact is not None:
+            self._write(self._new(artifact[0], study_id=study_id, **artifact[1]))
+            return
         self._write(self._new(StudySystemAttrSet, study_id=study_id, key=key, value=value))
 
     def get_study_id_from_name(self, study_name: str) -> int:
@@ -595,6 +602,10 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: JSONSerializable) -> None:
         value = _checked_attr(key, value)
+        artifact = attr_record(key, value)
+        if artifact is not None:
+            self._write(self._new(artifact[0], trial_id=trial_id, **artifact[1]))
+            return
         self._write(self._new(TrialSystemAttrSet, trial_id=trial_id, key=key, value=value))
 
     def get_trial(self, trial_id: int) -> FrozenTrial:

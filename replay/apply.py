@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 import enum
+import json
 from sys import intern
 from typing import Any, NamedTuple
 
@@ -23,6 +24,8 @@ from optuna.study import StudyDirection
 from optuna_journal.distributions import distribution_key, from_record
 from optuna_journal.records import (
     AnyRecord,
+    ArtifactRemoved,
+    ArtifactUploaded,
     LogCompacted,
     StateCode,
     StudyCreated,
@@ -47,6 +50,7 @@ class Reason(enum.Enum):
     DUPLICATE_STUDY = "duplicate study name"
     TRIAL_FINISHED = "trial already finished"
     INCOMPATIBLE_DISTRIBUTION = "incompatible distribution"
+    NO_ARTIFACT = "no such artifact"
 
 
 class Rejected(NamedTuple):
@@ -143,6 +147,55 @@ def _study_attr_set(state: State, record: StudyUserAttrSet | StudySystemAttrSet)
     return None
 
 
+ARTIFACTS_ATTR_PREFIX = "artifacts:"
+"""Optuna keeps an artifact's metadata in the system attr of this prefix and its id."""
+
+
+def artifact_meta(artifact_id: str, filename: str, mimetype: str, encoding: str | None) -> str:
+    """The attr value Optuna's ``upload_artifact`` writes for this artifact, byte for byte."""
+    meta = {"artifact_id": artifact_id, "filename": filename, "mimetype": mimetype}
+    return json.dumps({**meta, "encoding": encoding})
+
+
+def _artifact_attrs(
+    state: State, record: ArtifactUploaded | ArtifactRemoved
+) -> dict[str, Any] | Rejected:
+    """The system attrs of the artifact's trial or study, marked changed."""
+    if record.trial_id is not None:
+        row = state.trials.get(record.trial_id)
+        if row is None or row.state in FINISHED:
+            return _not_updatable(record.trial_id, row)
+        state.studies[row.study_id].stale.add(row.number)
+        return row.system_attrs
+    study = None if record.study_id is None else state.studies.get(record.study_id)
+    if study is None:
+        return _no_study(record.study_id)
+    study.frozen_study = None
+    return study.system_attrs
+
+
+def _artifact_uploaded(state: State, record: ArtifactUploaded) -> Verdict:
+    attrs = _artifact_attrs(state, record)
+    if isinstance(attrs, Rejected):
+        return attrs
+    attrs[ARTIFACTS_ATTR_PREFIX + record.artifact_id] = artifact_meta(
+        record.artifact_id, record.filename, record.mimetype, record.encoding
+    )
+    return None
+
+
+def _artifact_removed(state: State, record: ArtifactRemoved) -> Verdict:
+    attrs = _artifact_attrs(state, record)
+    if isinstance(attrs, Rejected):
+        return attrs
+    if attrs.pop(ARTIFACTS_ATTR_PREFIX + record.artifact_id, None) is None:
+        owner = f"trial {record.trial_id}" if record.trial_id is not None else "its study"
+        return Rejected(
+            Reason.NO_ARTIFACT, f"No artifact {record.artifact_id!r} is attached to {owner}."
+        )
+    return None
+
+
 def _trial_heartbeat(state: State, record: TrialHeartbeat) -> Verdict:
     row = state.trials.get(record.trial_id)
     if row is None:
@@ -160,7 +213,7 @@ def _log_compacted(state: State, record: LogCompacted) -> Verdict:
     return None
 
 
-def _no_study(study_id: int) -> Rejected:
+def _no_study(study_id: int | None) -> Rejected:
     return Rejected(Reason.NO_STUDY, f"No study with study_id {study_id} exists.")
 
 
@@ -314,5 +367,7 @@ _CASES: dict[type, Callable[[State, Any], Verdict]] = {
     StudyCreated: _study_created,
     StudyDeleted: _study_deleted,
     LogCompacted: _log_compacted,
+    ArtifactUploaded: _artifact_uploaded,
+    ArtifactRemoved: _artifact_removed,
 }
 """The case for each record kind."""

@@ -245,3 +245,73 @@ def optimize_through_proxy(port: int, study_name: str, n_trials: int) -> None:
     study = optuna.load_study(study_name=study_name, storage=storage)
     study.optimize(quadratic, n_trials=n_trials)
     storage.close()
+
+
+def _self_checking_bytes(rng: random.Random) -> bytes:
+    """Random bytes whose first 32 are the SHA-256 of the rest: a reader can tell a whole
+    artifact from a part of one without asking anyone."""
+    import hashlib
+
+    body = rng.randbytes(rng.randrange(1, 256 * 1024))
+    return hashlib.sha256(body).digest() + body
+
+
+def upload_artifacts(location: str, store_path: str, study_name: str, n: int, seed: int) -> None:
+    """Upload ``n`` self-checking artifacts to trials of the study, one per trial."""
+    from optuna.artifacts import upload_artifact
+
+    from optuna_journal.artifacts import JournalArtifactStore
+
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = random.Random(seed)
+    store = JournalArtifactStore(store_path)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(location))
+    source = Path(store_path).parent / f"upload-{seed}.bin"
+    for _ in range(n):
+        trial = study.ask()
+        source.write_bytes(_self_checking_bytes(rng))
+        upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial)
+        study.tell(trial, 0.0)
+
+
+def download_artifacts_until(store_path: str, stop: str, report: str) -> None:
+    """Read every artifact the store holds, again and again, until ``stop`` exists; check
+    each is whole; write how many reads there were to ``report``."""
+    import hashlib
+
+    from optuna_journal.artifacts import JournalArtifactStore
+
+    store = JournalArtifactStore(store_path)
+    reads = 0
+    while not os.path.exists(stop):
+        for artifact_id in store.listing()[0]:  # its checksum is there before it is
+            with store.open_reader(artifact_id) as f:
+                data = f.read()
+            assert hashlib.sha256(data[32:]).digest() == data[:32], f"partial {artifact_id}"
+            reads += 1
+    Path(report).write_text(str(reads))
+
+
+def write_artifact_slowly(store_path: str, artifact_id: str, started: str) -> None:
+    """Write an artifact whose bytes come slowly, saying when the first are written; the
+    test kills the process mid-write."""
+    import io
+
+    from optuna_journal.artifacts import JournalArtifactStore
+
+    class Slow(io.RawIOBase):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls == 2:
+                Path(started).touch()
+            time.sleep(0.05)
+            return b"x" * 65536
+
+    JournalArtifactStore(store_path).write(artifact_id, Slow())  # type: ignore[arg-type]

@@ -182,3 +182,37 @@ def test_readers_on_one_client_see_the_trials_of_the_other_soon(
 
 def test_lock_on_a_network_filesystem_is_the_lease_lock(shared: Shared) -> None:
     assert isinstance(FileBackend(shared.a / "s.journal").lock, LeaseLock)
+
+
+def test_artifacts_written_through_one_client_are_whole_through_the_other(
+    testbed: netfs.NetFS, tmp_path: Path
+) -> None:
+    """Our artifact store on the testbed: uploads through client A, while a reader on client
+    B downloads in a loop; B never sees a partial artifact, and at the end every one."""
+    from optuna_journal.artifacts import JournalArtifactStore, artifacts, check
+    from tests.workers import download_artifacts_until, upload_artifacts
+
+    name = f"artifacts-{testbed.profile}"
+    (testbed.export / name).mkdir()
+    a, b = testbed.a / name, testbed.b / name
+    journal = str(a / "s.journal")
+    optuna.create_study(storage=open_storage(journal), study_name="up")
+    JournalArtifactStore(a / "store")
+    stop = tmp_path / "stop"
+    reader = ctx.Process(
+        target=download_artifacts_until, args=(str(b / "store"), str(stop), str(tmp_path / "n"))
+    )
+    writers = [
+        ctx.Process(target=upload_artifacts, args=(journal, str(a / "store"), "up", 10, seed))
+        for seed in range(2)
+    ]
+    for p in [reader, *writers]:
+        p.start()
+    for p in writers:
+        p.join(timeout=300)
+    stop.touch()
+    reader.join(timeout=120)
+    assert [p.exitcode for p in [reader, *writers]] == [0, 0, 0]
+    listed = artifacts(open_storage(str(b / "s.journal"))._backend)
+    assert len(listed) == 20
+    assert check(listed, JournalArtifactStore(b / "store")) == []
