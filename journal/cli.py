@@ -224,10 +224,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         _artifacts,
         "list, fetch and check the artifacts of a journal",
         "The artifacts that optuna.artifacts.upload_artifact attached to studies and trials, "
-        "as the log records them (artifact.uploaded, less artifact.removed). STORE is a "
-        "directory (optuna_journal.artifacts.JournalArtifactStore, or Optuna's "
-        "FileSystemArtifactStore for get), s3://BUCKET (AWS_ENDPOINT_URL and the usual AWS "
-        "variables apply) or gs://BUCKET (STORAGE_EMULATOR_HOST applies).",
+        "as replay of the log leaves them, with what their artifact.uploaded records tell "
+        "(size, SHA-256, writer, time). STORE is a directory of "
+        "optuna_journal.artifacts.JournalArtifactStore, s3://BUCKET (AWS_ENDPOINT_URL and "
+        "the usual AWS variables apply) or gs://BUCKET (STORAGE_EMULATOR_HOST applies).",
     )
     actions = artifacts.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser(

@@ -104,6 +104,23 @@ record_strategies: dict[type[r.Record], st.SearchStrategy[r.Record]] = {
         folded=st.integers(0, 100),
         archive=st.none() | st.text(max_size=8),
     ),
+    r.ArtifactUploaded: _record(
+        r.ArtifactUploaded,
+        study_id=st.none() | ids,
+        trial_id=st.none() | ids,
+        artifact_id=st.sampled_from(["a1", "a2"]),
+        filename=st.text(max_size=8),
+        mimetype=st.sampled_from(["text/plain", "application/octet-stream"]),
+        encoding=st.none() | st.just("gzip"),
+        size=st.none() | st.integers(0, 10**9),
+        sha256=st.none() | st.just("0" * 64),
+    ),
+    r.ArtifactRemoved: _record(
+        r.ArtifactRemoved,
+        study_id=st.none() | ids,
+        trial_id=st.none() | ids,
+        artifact_id=st.sampled_from(["a1", "a2"]),
+    ),
 }
 assert set(record_strategies) == set(r.RECORD_TYPES), "every record kind needs a strategy"
 

@@ -72,6 +72,8 @@ def test_codec_pins_tags() -> None:
         "trial.system_attr_set",
         "trial.heartbeat",
         "log.compacted",
+        "artifact.uploaded",
+        "artifact.removed",
     }
 
 
