@@ -144,9 +144,9 @@ class JournalArtifactStore:
                         f"Artifact {artifact_id!r} already exists in {self._base} with other "
                         "bytes; artifact ids are never reused"
                     )
-                return
-            _replace_synced(path + _SUM, f"{recorded[0]} {recorded[1]}\n".encode())
-            os.replace(tmp, path)
+            else:
+                _replace_synced(path + _SUM, f"{recorded[0]} {recorded[1]}\n".encode())
+                os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -167,13 +167,6 @@ class JournalArtifactStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + _SUM)
         _fsync_directory(self._base)
-
-    def recorded(self, artifact_id: str) -> tuple[str, int] | None:
-        """The SHA-256 and size recorded for the artifact, if any."""
-        try:
-            return self._recorded(artifact_id)
-        except ArtifactCorruptError:
-            return None
 
     def _recorded(self, artifact_id: str) -> tuple[str, int]:
         path = self.path(artifact_id) + _SUM
