@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -56,6 +56,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 ctx = multiprocessing.get_context("spawn")
 
 
+def _s3_client(port: int, config: Config | None = None) -> Any:
+    """A boto3 S3 client of an S3 server on loopback ``port`` (test credentials)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=config,
+    )
+
+
 def _fast(store: ArtifactStore) -> Backoff:
     return Backoff(store, max_retries=3, min_delay=0.01, max_delay=0.05)
 
@@ -82,13 +94,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactSt
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         stop = server.stop
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        client = _s3_client(port)
         client.create_bucket(Bucket="artifacts")
         inner = Boto3ArtifactStore("artifacts", client=client)
     else:
@@ -303,14 +309,7 @@ def test_an_unreachable_s3_endpoint_in_backoff_gives_up_with_a_clear_error(
     tmp_path: Path,
 ) -> None:
     port = _free_port()  # nothing listens there
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
-    )
+    client = _s3_client(port, Config(retries={"max_attempts": 1}, connect_timeout=1))
     inner = Boto3ArtifactStore("artifacts", client=client)
     attempts = 0
     write = inner.write
