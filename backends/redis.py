@@ -16,8 +16,9 @@ append of several records lands whole or not at all. The script first checks tha
 still holds the last entry this process read; a server that lost it (restarted without it,
 failed over to a replica that never had it, the key deleted) gets nothing, and the append
 raises :class:`~optuna_journal.errors.LogTruncatedError`: going on would leave the process's
-state ahead of the log. (Reads, one ``XRANGE`` each, do not check: a process that only reads
-cannot harm the log.)
+state ahead of the log. A read checks the same in its ``XRANGE``, which starts at that entry:
+without it, a read after such a loss would step over the gap to the entries other processes
+add later, and the next append would find its last entry there.
 
 Lost replies and restarts: a connection error or timeout is retried with bounded exponential
 backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
@@ -297,16 +298,9 @@ class RedisBackend:
         try:
             entries = self._call(run, self._retry_timeout)
         except redis.exceptions.ResponseError as err:
-            if str(err) != _LOST:
+            if str(err) != _LOST or after is None:
                 raise
-            record = after.records - 1 if after is not None else 0
-            raise LogTruncatedError(
-                f"{self.location}: the stream no longer holds entry {last} (record {record}), "
-                "the last this process has read: the server lost acknowledged records "
-                "(restarted without them, or failed over to a replica that had not received "
-                "them), or the key was deleted. Nothing was appended; open the journal again "
-                "to go on from what it holds."
-            ) from None
+            raise self._lost(after, "appended") from None
         # What the script read is what the next read would read, if nothing came in between.
         self._recent = (after, entries) if after is not None and len(entries) < _BATCH else None
 
@@ -324,6 +318,17 @@ class RedisBackend:
                 "the primary only, and a failover before they reach a replica would lose them"
             )
         return written
+
+    def _lost(self, after: Cursor, undone: str) -> LogTruncatedError:
+        """The error for a stream that no longer holds ``after``'s entry; nothing was
+        ``undone`` (appended, read)."""
+        return LogTruncatedError(
+            f"{self.location}: the stream no longer holds entry {after.token} (record "
+            f"{after.records - 1}), the last this process has read: the server lost "
+            "acknowledged records (restarted without them, or failed over to a replica that "
+            f"had not received them), or the key was deleted. Nothing was {undone}; open the "
+            "journal again to go on from what it holds."
+        )
 
     def append_head(self, payload: bytes) -> None:
         def xadd_head() -> None:
@@ -350,12 +355,19 @@ class RedisBackend:
                 )
             return
         count = 0 if after is None else after.records
-        start = "-" if after is None else f"({after.token}"
+        # The first page starts at the last entry read, which must still be there.
+        start, unchecked = ("-", None) if after is None else (str(after.token), after)
         while True:
+            page = _BATCH if unchecked is None else _BATCH + 1
             entries = cast(
                 "list[list[Any]]",
-                self._retrying("XRANGE", self._key, start, "+", "COUNT", _BATCH),
+                self._retrying("XRANGE", self._key, start, "+", "COUNT", page),
             )
+            if unchecked is not None:
+                if not entries or entries[0][0].decode() != str(unchecked.token):
+                    raise self._lost(unchecked, "read")
+                del entries[0]
+                unchecked = None
             if not entries:
                 return
             payloads = self._payloads(entries, count)

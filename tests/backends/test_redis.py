@@ -13,7 +13,12 @@ import redis
 from optuna_journal import open_storage
 from optuna_journal.backends import Backend
 from optuna_journal.backends.redis import RedisBackend, from_url, split_url
-from optuna_journal.errors import CorruptLogError, JournalConnectionError, NotAJournalError
+from optuna_journal.errors import (
+    CorruptLogError,
+    JournalConnectionError,
+    LogTruncatedError,
+    NotAJournalError,
+)
 from optuna_journal.redis_server import RedisServer
 from tests.backends.contract import BackendContract, _all
 from tests.proxy import Proxy
@@ -51,6 +56,28 @@ def test_redis_append_survives_a_server_that_forgot_the_script(redis_server: Red
     redis.Redis.from_url(redis_server.url).script_flush()  # as a restart would
     backend.append([b"b", b"c"])
     assert _all(backend)[0] == [b"h", b"a", b"b", b"c"]
+
+
+def test_redis_read_past_lost_entries_is_refused_not_stepped_over(
+    redis_server: RedisServer,
+) -> None:
+    # A failover to a replica that lacked this process's last entries, then another
+    # process's append: a read that went on from the later entries would hide the gap,
+    # and the next append's check would pass on an entry read after it.
+    name = _name()
+    reader, other = RedisBackend(redis_server.url, name), RedisBackend(redis_server.url, name)
+    reader.append_head(b"h")
+    reader.append([b"a", b"b"])
+    cursor = list(reader.read())[-1].cursor
+    server = redis.Redis.from_url(redis_server.url)
+    ((lost, _),) = server.xrevrange(reader.key, count=1)
+    server.xdel(reader.key, lost)
+    other.append([b"c"])
+    with pytest.raises(LogTruncatedError, match=f"holds entry {lost.decode()} .record 2"):
+        list(reader.read(cursor))
+    with pytest.raises(LogTruncatedError, match="Nothing was appended"):
+        reader.append([b"d"], after=cursor)
+    assert _all(other)[0] == [b"h", b"a", b"c"]
 
 
 def test_redis_append_of_several_records_to_a_key_of_another_type_writes_none(
