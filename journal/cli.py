@@ -219,6 +219,51 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     imports.add_argument("source", metavar="SOURCE", help="Optuna journal file or storage URL")
     imports.add_argument("journal", metavar="JOURNAL", help="journal file or Redis URL")
+    dashboard = command(
+        "dashboard",
+        _dashboard,
+        "serve optuna-dashboard over a journal, live",
+        "Start optuna-dashboard on the journal (file or Redis URL): trials that running "
+        "workers append appear without a restart. Needs the dashboard extra: pip install "
+        "'optuna-journal[dashboard]'. Runs until interrupted.",
+    )
+    journal(dashboard, json_output=False)
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=8080, help="port (default: %(default)s; 0: any free one)"
+    )
+    dashboard.add_argument(
+        "--artifacts",
+        metavar="STORE",
+        help="where the artifacts' bytes are, so the dashboard can show them (as for "
+        "'artifacts get')",
+    )
+
+    report = command(
+        "report",
+        _report,
+        "write an HTML report of the studies, as of now or of a past record or moment",
+        "Write one HTML file that opens from disk with no network (plotly's JS is inlined): "
+        "per study a summary (directions, trials per state, best trials and their params, "
+        "duration), Optuna's plots where they apply (optimization history, intermediate "
+        "values, parallel coordinate, slice, param importances, Pareto front), the writers "
+        "of its records and its trials. Needs the report extra: pip install "
+        "'optuna-journal[report]'.",
+    )
+    journal(report, json_output=False)
+    report.add_argument("--study", metavar="NAME", help="only this study (default: all)")
+    report.add_argument(
+        "--at",
+        metavar="RECORD|TIME",
+        help="show the journal as it was after this many records, or at this ISO 8601 "
+        "time (e.g. 2026-12-06T15:30:00; naive is local time)",
+    )
+    report.add_argument(
+        "-o", "--output", default="report.html", help="file to write (default: %(default)s)"
+    )
+
     artifacts = command(
         "artifacts",
         _artifacts,
@@ -270,7 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except KeyboardInterrupt:
         return 130
-    except (JournalError, OSError, ValueError, KeyError, optuna.exceptions.OptunaError) as err:
+    except (
+        JournalError,
+        OSError,
+        ValueError,
+        KeyError,
+        ImportError,  # an extra not installed: the message says which
+        optuna.exceptions.OptunaError,
+    ) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"optuna-journal {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -287,6 +339,28 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     return benchmark.run(args.quick, args.json, args.redis, args.only)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from optuna_journal import dashboard
+
+    storage = _open(args.journal)
+    store = None
+    if args.artifacts is not None:
+        from optuna_journal.artifacts import open_store
+
+        store = open_store(args.artifacts)
+    dashboard.serve(storage, args.host, args.port, store)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from optuna_journal import report
+
+    written = report.write(_open(args.journal), args.output, args.study, args.at)
+    studies = ", ".join(f"{name} ({n} trials)" for name, n in written) or "no studies"
+    print(f"{args.output}: {studies}")
+    return 0
 
 
 def _studies(args: argparse.Namespace) -> int:

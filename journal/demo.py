@@ -6,6 +6,7 @@ from collections import Counter
 import math
 import multiprocessing
 import os
+import shlex
 import time
 
 import optuna
@@ -87,6 +88,9 @@ def run(path: str, study_name: str, workers: int, trials: int) -> int:
     print(f"Best trial: #{best.number}  value {best.value:.6g}  params {best.params}")
     print("Trials per state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     print(f"Journal: {storage.position} records, {os.path.getsize(path):,} bytes at {path}")
+    print("\nSee it live in optuna-dashboard, or as one HTML file:")
+    print(f"  optuna-journal dashboard {shlex.quote(path)}")
+    print(f"  optuna-journal report {shlex.quote(path)} -o report.html")
     if failed:
         print(f"{len(failed)} worker(s) failed with exit codes {failed}")
         return 1

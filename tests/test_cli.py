@@ -38,6 +38,9 @@ COMMANDS = [
     "tail",
     "export",
     "import",
+    "artifacts",
+    "dashboard",
+    "report",
 ]
 
 
@@ -53,6 +56,8 @@ def test_cli_demo_optimises_with_worker_processes(tmp_path: Path) -> None:
     assert "Best trial: #" in run.stdout and "Trials per state:" in run.stdout
     journal = tmp_path / "optuna-journal-demo.journal"
     assert f"bytes at {journal}" in run.stdout
+    assert f"optuna-journal dashboard {journal}\n" in run.stdout
+    assert f"optuna-journal report {journal} -o report.html\n" in run.stdout
     trials = optuna.load_study(
         study_name="demo", storage=JournalStorage(FileBackend(journal))
     ).trials
