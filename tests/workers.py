@@ -15,7 +15,13 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from optuna_journal import FileBackend, JournalStorage, LogTruncatedError, open_storage
+from optuna_journal import (
+    FileBackend,
+    JournalStorage,
+    LogTruncatedError,
+    open_backend,
+    open_storage,
+)
 from optuna_journal.backends.flock import FlockLock
 from optuna_journal.backends.lock import LeaseLock
 
@@ -315,3 +321,48 @@ def write_artifact_slowly(store_path: str, artifact_id: str, started: str) -> No
             return b"x" * 65536
 
     JournalArtifactStore(store_path).write(artifact_id, Slow())  # type: ignore[arg-type]
+
+
+def soak_storage(location: str) -> JournalStorage:
+    """The soak's storage: heartbeats every second; a trial whose beats stopped for 5 s is
+    failed and retried (by whichever process next starts a trial)."""
+    return JournalStorage(
+        open_backend(location),
+        heartbeat_interval=1,
+        grace_period=5,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=10
+        ),
+    )
+
+
+def soak_objective(trial: optuna.Trial) -> float:
+    """Five reported steps with a median pruner behind them, and an attr per trial."""
+    x = trial.suggest_float("x", -10, 10)
+    trial.set_user_attr("pid", os.getpid())
+    for step in range(5):
+        time.sleep(0.005)
+        trial.report(x * x + 5 - step, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return x * x
+
+
+def soak_worker(location: str, study_name: str, target: int, acks: str) -> None:
+    """Run soak trials until the study holds ``target`` complete or pruned trials; append
+    ``number STATE`` to ``acks`` once each trial's end is acknowledged."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=soak_storage(location),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    )
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def acknowledged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _append_line(acks, f"{trial.number} {trial.state.name}")
+        if len(study.get_trials(deepcopy=False, states=done)) >= target:
+            study.stop()
+
+    if len(study.get_trials(deepcopy=False, states=done)) < target:
+        study.optimize(soak_objective, callbacks=[acknowledged])
