@@ -24,6 +24,14 @@ scan(PyObject *module, PyObject *args)
     Py_buffer view;
     int strict = 0;
     if (!PyArg_ParseTuple(args, "y*|p:scan", &view, &strict)) {
+        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+            /* A buffer that is not one contiguous run of bytes (memoryview(b)[::2]): a wrong
+               argument, as a str is, so the same TypeError. */
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError,
+                            "scan() needs a C-contiguous bytes-like object (bytes, bytearray, "
+                            "or a contiguous memoryview)");
+        }
         return NULL;
     }
     const unsigned char *buf = view.buf;

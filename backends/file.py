@@ -87,7 +87,9 @@ class FileBackend:
     """A log file with lease-locked appends.
 
     Args:
-        path: The log file. Created (with its magic) on first write if it does not exist.
+        path: The log file. Created (with its magic, its mode from the umask) on first write
+            if it does not exist. A symlink is resolved: the real file gets the records, and
+            its lock and snapshot sit beside it.
         lock: ``"lease"`` (a lock file with a lease: for NFS and other network filesystems),
             ``"flock"`` (local filesystems only), or ``"auto"``: flock where the mount table
             says the filesystem is local, the lease lock everywhere else. Every process
@@ -108,7 +110,9 @@ class FileBackend:
         lock_lease: float = 10.0,
         lock_timeout: float = 120.0,
     ) -> None:
-        self._path = os.path.abspath(os.fspath(path))
+        # A symlink is followed once, here: the lock, the snapshot and compact's rename then
+        # belong to the real file, whichever name each process opened it by.
+        self._path = os.path.realpath(os.fspath(path))
         directory = os.path.dirname(self._path)
         if not os.path.isdir(directory):
             raise FileNotFoundError(
@@ -213,7 +217,7 @@ class FileBackend:
         """
         flags = os.O_RDWR | os.O_CREAT if write else os.O_RDONLY
         if not self._local:
-            fd = os.open(self._path, flags, 0o644)
+            fd = os.open(self._path, flags, 0o666)  # the user's umask decides, as for open()
             try:
                 fresh = fresh_stat(fd)
             except BaseException:
@@ -234,7 +238,7 @@ class FileBackend:
             # The file was replaced. Another thread may still be reading the old one through
             # this descriptor: it is closed with the backend, never under that reader.
             self._retired.append(kept[2])
-        fd = os.open(self._path, flags, 0o644)
+        fd = os.open(self._path, flags, 0o666)  # the user's umask decides, as for open()
         info = os.fstat(fd)
         identity = (info.st_dev, info.st_ino)
         self._kept[write] = (pid, identity, fd)
@@ -263,7 +267,10 @@ class FileBackend:
             header = os.pread(fd, frames.HEADER_SIZE, start)
             if len(header) < frames.HEADER_SIZE:
                 return None
-            length = int.from_bytes(header[:4], "little")
+            # Never more than the file holds: a damaged length (0xFFFFFFFF) must not make
+            # pread allocate gigabytes; a frame cut short by the file's end is what it is.
+            available = os.fstat(fd).st_size - start - frames.HEADER_SIZE
+            length = min(int.from_bytes(header[:4], "little"), max(0, available))
             parsed = frames.parse(header + os.pread(fd, length, start + frames.HEADER_SIZE))
             if parsed.error is not None:
                 raise CorruptLogError(self._path, start, 0, parsed.error)

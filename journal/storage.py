@@ -119,9 +119,15 @@ def _checked_attr(key: str, value: Any) -> Any:
     if not isinstance(key, str):
         raise TypeError(f"attribute keys must be str, got {type(key).__name__} {key!r}")
     try:
+        codec.encode_value(key)
+    except ValueError as err:
+        raise ValueError(f"cannot store an attribute under the key {key!r}: {err}") from None
+    try:
         codec.encode_value(value)
     except TypeError as err:
         raise TypeError(f"cannot store the attribute {key!r}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"cannot store the attribute {key!r}: {err}") from None
     return value
 
 
@@ -432,6 +438,12 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
                 raise ValueError(f"directions must be MINIMIZE or MAXIMIZE, got {d!r}")
         if study_name is None:
             study_name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4())
+        if not isinstance(study_name, str):
+            raise TypeError(f"a study name must be str, got {type(study_name).__name__}")
+        try:
+            codec.encode_value(study_name)
+        except ValueError as err:
+            raise ValueError(f"cannot name a study {study_name!r}: {err}") from None
         record = self._new(
             StudyCreated, name=study_name, directions=tuple(Direction(d.value) for d in directions)
         )

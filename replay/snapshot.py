@@ -1,10 +1,19 @@
 """Snapshots: the replayed state at a log position, as msgspec bytes (never pickle).
 
 A snapshot is ``MAGIC`` then one frame (length, CRC32, header CRC) whose payload is a
-:class:`Snapshot`. It names the log it belongs to by the log's header record and where in that
-log it stands (a cursor), so a reader can tell a snapshot of another log, of another schema, or
-ahead of the log, and replay from the start instead. Loading one never changes a result: state
-from a snapshot plus the tail equals state from a full replay.
+:class:`Snapshot` followed by its digest. It names the log it belongs to by the log's header
+record and where in that log it stands (a cursor), so a reader can tell a snapshot of another
+log, of another schema, or ahead of the log, and replay from the start instead. Loading one
+never changes a result: state from a snapshot plus the tail equals state from a full replay.
+
+The frame's CRC only tells damage from chance: a tool that decodes a snapshot, edits a value and
+frames it again (``frames.pack``) makes a sound frame of a lie. So the payload ends with a
+BLAKE2b digest (16 bytes) of the encoded :class:`Snapshot`, keyed by the log's record 0: an
+edit made without recomputing it, or the digest of a snapshot moved beside another log, fails.
+This catches edits, re-framing tools and mix-ups; it is no signature: the key is in the log, and
+someone who reimplements the digest can forge a snapshot. It binds the snapshot to record 0
+only (the :class:`~optuna_journal.backends.base.Backend` API reads no bytes before a cursor), so
+a log rewritten after record 0 to the same length is not detected by it.
 
 Parameters are kept in Optuna's external representation, so categorical choices such as
 ``1`` and ``True`` survive exactly.
@@ -12,6 +21,8 @@ Parameters are kept in Optuna's external representation, so categorical choices 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from typing import Any
 
@@ -31,8 +42,11 @@ from optuna_journal.replay.apply import DIRECTIONS
 from optuna_journal.replay.state import State, StudyRow, TrialRow
 
 MAGIC = b"\x89OJS\r\n\x1a\n"
-FORMAT = 2
-"""Bumped when this module's Structs change; a snapshot of another format is ignored."""
+FORMAT = 3
+"""Bumped when this module's Structs or layout change; a snapshot of another format is ignored
+(snapshots are caches: a full replay rebuilds the state). 3: the payload ends with a digest."""
+
+DIGEST_SIZE = 16
 
 
 class SnapshotError(ValueError):
@@ -67,6 +81,13 @@ class Snapshot(msgspec.Struct, gc=False):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def _digest(body: bytes, head: bytes) -> bytes:
+    """BLAKE2b of a snapshot's encoded body, keyed by the log's record 0 (hashed to a 64-byte
+    key: a record 0 may be longer than BLAKE2b's longest key)."""
+    key = hashlib.blake2b(head, person=b"ojs-head").digest()
+    return hashlib.blake2b(body, key=key, digest_size=DIGEST_SIZE, person=b"ojs-body").digest()
 
 
 def _time_zone() -> str:
@@ -113,7 +134,8 @@ def encode(state: State, head: bytes, cursor: Cursor) -> bytes:
         dist_sets=[{k: at(v) for k, v in s.items()} for s in state.dist_sets],
         studies=studies,
     )
-    return MAGIC + frames.pack(_encoder.encode(snapshot))
+    body = _encoder.encode(snapshot)
+    return MAGIC + frames.pack(body + _digest(body, head))
 
 
 def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
@@ -124,17 +146,20 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
         head: Record 0 of the log it is to be used with.
 
     Raises:
-        SnapshotError: It is damaged, of another format or schema, of another log, or taken
-            in another time zone (its naive local datetimes would be wrong here).
+        SnapshotError: It is damaged, of another format or schema, of another log, edited
+            since it was taken (its digest fails), taken in another time zone (its naive local
+            datetimes would be wrong here), or its rows do not hold together.
     """
     if not data.startswith(MAGIC):
         raise SnapshotError("not a snapshot (bad magic)")
     parsed = frames.parse(data[len(MAGIC) :])
     if parsed.error or len(parsed.payloads) != 1 or parsed.stop != len(data) - len(MAGIC):
         raise SnapshotError(parsed.error or "truncated or padded")
+    payload = parsed.payloads[0]
+    body, digest = payload[:-DIGEST_SIZE], payload[-DIGEST_SIZE:]
     try:
-        snap = _decoder.decode(parsed.payloads[0])
-    except msgspec.DecodeError as err:
+        snap = _decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError) as err:
         raise SnapshotError(f"of another format ({err})") from None
     if snap.format != FORMAT or snap.schema_version != SCHEMA_VERSION:
         raise SnapshotError(
@@ -143,9 +168,21 @@ def decode(data: bytes, head: bytes) -> tuple[State, Cursor]:
         )
     if snap.head != head:
         raise SnapshotError("of another log (its record 0 differs)")
+    if len(payload) < DIGEST_SIZE or not hmac.compare_digest(digest, _digest(body, head)):
+        raise SnapshotError(
+            "edited since it was taken, or not of this log (its digest does not match its "
+            "content and the log's record 0)"
+        )
     if snap.time_zone != _time_zone():
         raise SnapshotError(f"taken in another time zone ({snap.time_zone})")
 
+    try:
+        return _rebuild(snap)
+    except (IndexError, KeyError, ValueError, TypeError) as err:  # rows that do not fit
+        raise SnapshotError(f"inconsistent ({type(err).__name__}: {err})") from None
+
+
+def _rebuild(snap: Snapshot) -> tuple[State, Cursor]:
     state = State()
     state.position = snap.position
     state.next_study_id = snap.next_study_id
