@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -179,6 +180,8 @@ class FileBackend:
         try:
             fd, identity, size, close = self._open(write=False)
         except FileNotFoundError:
+            if after is not None and after.records > 0:
+                raise self._deleted(after, "") from None
             return  # nothing written yet
         try:
             self._check_same_log(after, identity, "")
@@ -202,7 +205,13 @@ class FileBackend:
                 + done
             )
 
-    def _open(self, write: bool) -> tuple[int, tuple[int, int], int, bool]:
+    def _deleted(self, after: Cursor, done: str) -> LogTruncatedError:
+        return LogTruncatedError(
+            f"{self._path}: the log was deleted while this process had read {after.records} "
+            f"records of it{done}. Restore it, or open the journal again to start anew."
+        )
+
+    def _open(self, write: bool, create: bool = True) -> tuple[int, tuple[int, int], int, bool]:
         """The log open for reading or appending: ``(fd, (device, inode), size, close)``.
 
         On a local filesystem the descriptor is kept from call to call, and one ``stat`` of
@@ -212,10 +221,15 @@ class FileBackend:
         size hides other hosts' appends for seconds, and so do reads, which stop there), and
         the caller closes the descriptor.
 
+        A writer checks its permission on every call, not only when it opens the file: a
+        log made read-only under running processes stops them all.
+
         Raises:
-            FileNotFoundError: Reading, and the log does not exist yet.
+            FileNotFoundError: Reading (or writing without ``create``), and the log does not
+                exist.
+            PermissionError: Writing, and the log or its directory is not writable.
         """
-        flags = os.O_RDWR | os.O_CREAT if write else os.O_RDONLY
+        flags = os.O_RDWR | (os.O_CREAT if create else 0) if write else os.O_RDONLY
         if not self._local:
             fd = os.open(self._path, flags, 0o666)  # the user's umask decides, as for open()
             try:
@@ -229,10 +243,12 @@ class FileBackend:
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
-            if not write:
+            if not (write and create):
                 raise
             st = None
         if st is not None and kept is not None and kept[:2] == (pid, (st.st_dev, st.st_ino)):
+            if write and not os.access(self._path, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self._path)
             return kept[2], kept[1], st.st_size, False
         if kept is not None and kept[0] == pid:
             # The file was replaced. Another thread may still be reading the old one through
@@ -469,12 +485,17 @@ class FileBackend:
         after: Cursor | None,
     ) -> None:
         data = b"".join(frames.pack(p) for p in payloads)
+        read_some = after is not None and after.records > 0
         try:
-            fd, identity, size, close = self._open(write=True)
+            # A log this process has read is never created anew: that would fork the study.
+            fd, identity, size, close = self._open(write=True, create=not read_some)
         except PermissionError as err:
             raise PermissionError(
                 err.errno, f"{self._path}: no permission to write the journal"
             ) from err
+        except FileNotFoundError:
+            assert after is not None
+            raise self._deleted(after, "; nothing was appended") from None
         try:
             self._check_same_log(after, identity, "; nothing was appended")
             if handoff.found is not None:

@@ -23,7 +23,12 @@ add later, and the next append would find its last entry there.
 Lost replies and restarts: a connection error or timeout is retried with bounded exponential
 backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
 did reach the server, the log then holds the records twice; each record carries its writer's
-own count (``rid``), and replay applies it once.
+own count (``rid``), and replay applies it once. A server that holds a command without
+answering (``CLIENT PAUSE``) is waited for as long, no longer. Past ``retry_timeout`` the
+append raises :class:`~optuna_journal.errors.JournalConnectionError`, and whether its records
+are in the log is not known: a paused server drops a command whose connection it saw close,
+but runs one it still holds when it resumes. They land whole, if at all, and the next read
+brings them in.
 
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync always`` an acknowledged
 record survives a crash of the server or its machine; with ``everysec`` up to about a second
@@ -125,6 +130,11 @@ _SENTINEL_AUTH = {"sentinel_username": "username", "sentinel_password": "passwor
 """The query parameters of a Sentinel URL that are the sentinels' own credentials."""
 
 
+class WrongTypeError(NotAJournalError, redis.exceptions.ResponseError):
+    """A key of the journal was replaced, while in use, by a value of another type (Redis's
+    ``WRONGTYPE``): a journal error, and still the ``ResponseError`` it used to be."""
+
+
 class _Connection(Protocol):
     """What :meth:`RedisBackend._send` uses of a redis-py connection (whose methods carry no
     types)."""
@@ -184,8 +194,8 @@ class RedisBackend:
             any) go in ``?sentinel_password=PW&sentinel_username=USER``.
         name: The journal's name on that server.
         connect_timeout: Seconds to wait for the server on first contact before raising.
-        retry_timeout: Seconds an operation keeps retrying through a lost connection or a
-            restarting server before raising.
+        retry_timeout: Seconds an operation keeps retrying through a lost connection, a
+            restarting server or one that holds its commands (paused) before raising.
         replicas: Acknowledge an append only once this many replicas have its records (see
             the module's docstring); at most ``retry_timeout`` (capped at 20 s) is waited for
             them.
@@ -218,9 +228,16 @@ class RedisBackend:
         self._retry_timeout = retry_timeout
         self._key = f"optuna-journal:{{{name}}}:log"
         self._snapshot_key = f"optuna-journal:{{{name}}}:snapshot"
+        # How long a reply is waited for: a server that holds a command without answering
+        # (CLIENT PAUSE, a stuck script) fails an operation within about retry_timeout, as
+        # one that is down does. A WAIT for replicas is given its own time on top.
+        if replicas:
+            socket_timeout = min(retry_timeout, _MAX_WAIT) + _SOCKET_TIMEOUT - _MAX_WAIT
+        else:
+            socket_timeout = min(retry_timeout, _SOCKET_TIMEOUT)
         self._options: dict[str, Any] = {
             "socket_connect_timeout": min(connect_timeout, 5.0),
-            "socket_timeout": _SOCKET_TIMEOUT,
+            "socket_timeout": socket_timeout,
             "health_check_interval": 0,
         }
         # The server every command goes to: the one in the URL, the primary the sentinels
@@ -323,11 +340,11 @@ class RedisBackend:
         """The error for a stream that no longer holds ``after``'s entry; nothing was
         ``undone`` (appended, read)."""
         return LogTruncatedError(
-            f"{self.location}: the stream no longer holds entry {after.token} (record "
-            f"{after.records - 1}), the last this process has read: the server lost "
+            f"{self.location}: the stream {self._key} no longer holds entry {after.token} "
+            f"(record {after.records - 1}), the last this process has read: the server lost "
             "acknowledged records (restarted without them, or failed over to a replica that "
-            f"had not received them), or the key was deleted. Nothing was {undone}; open the "
-            "journal again to go on from what it holds."
+            f"had not received them), or the key was deleted or replaced. Nothing was {undone}; "
+            "open the journal again to go on from what it holds."
         )
 
     def append_head(self, payload: bytes) -> None:
@@ -412,8 +429,8 @@ class RedisBackend:
         return payloads
 
     def _retrying(self, *command: Any) -> Any:
-        """Send ``command``, with retries."""
-        return self._call(lambda: self._send(command)[0], self._retry_timeout)
+        """Send ``command`` (its key first), with retries."""
+        return self._call(lambda: self._send(command)[0], self._retry_timeout, command[1])
 
     def _send(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` in one round trip on this backend's connection; their replies, as
@@ -453,8 +470,13 @@ class RedisBackend:
                 raise reply
         return replies
 
-    def _call(self, operation: Callable[[], T], budget: float) -> T:
-        """Run ``operation``, retrying transient failures with backoff for ``budget`` seconds."""
+    def _call(self, operation: Callable[[], T], budget: float, key: str | None = None) -> T:
+        """Run ``operation`` on ``key`` (the log's by default), retrying transient failures
+        with backoff for ``budget`` seconds.
+
+        Raises:
+            WrongTypeError: The key was replaced by a value of another type.
+        """
         deadline = time.monotonic() + budget
         delay = 0.05
         failures = 0
@@ -494,6 +516,15 @@ class RedisBackend:
                     errno.ENOSPC,
                     f"{self.location}: the Redis server is out of memory ({err}); nothing was "
                     "appended",
+                ) from err
+            except redis.exceptions.ResponseError as err:
+                if "WRONGTYPE" not in str(err):
+                    raise
+                key = key or self._key
+                kind = "stream" if key == self._key else "string"
+                raise WrongTypeError(
+                    f"{self.location}: the key {key} is no longer a {kind} ({err}): it was "
+                    "replaced by a value of another type; nothing was written to it"
                 ) from err
             else:
                 if failures:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 import itertools
+import json
 import multiprocessing
 import os
 from pathlib import Path
 import random
+import signal
 import time
 import warnings
 
@@ -17,7 +19,9 @@ from optuna.trial import TrialState
 
 from optuna_journal import (
     FileBackend,
+    JournalError,
     JournalStorage,
+    LockLostError,
     LogTruncatedError,
     open_backend,
     open_storage,
@@ -366,3 +370,103 @@ def soak_worker(location: str, study_name: str, target: int, acks: str) -> None:
 
     if len(study.get_trials(deepcopy=False, states=done)) < target:
         study.optimize(soak_objective, callbacks=[acknowledged])
+
+
+def freeze_while_holding(path: str, lease: float, acks: str, lost: str, done: str) -> None:
+    """Append under the lease lock; twice, SIGSTOP itself while holding it, at the last check
+    before a write: once in an append, once in a snapshot.
+
+    The test resumes it (SIGCONT) only after other processes have taken the lock over and
+    appended. Each acknowledged key goes to ``acks``; the key of an append the lock check
+    refused goes to ``lost`` (with ``snapshot`` for the refused snapshot).
+    """
+    backend = FileBackend(path, "lease", lock_lease=lease)
+    storage = JournalStorage(backend, snapshot_every=0)
+    study_id = storage.get_study_id_from_name("crash")
+    lock = backend.lock
+    assert isinstance(lock, LeaseLock)
+    check = lock.verify
+    armed = [False]
+
+    def stop_then_check() -> None:
+        if armed[0]:
+            armed[0] = False
+            os.kill(os.getpid(), signal.SIGSTOP)  # frozen holding the lock, past its lease
+        check()
+
+    lock.verify = stop_then_check  # type: ignore[method-assign]
+    for round_ in range(3):
+        for _ in range(5):
+            key = f"{os.getpid()}-{time.monotonic_ns()}"
+            storage.set_study_user_attr(study_id, key, round_)
+            _append_line(acks, key)
+        if round_ == 2:
+            break
+        armed[0] = True
+        key = f"{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            if round_ == 0:
+                storage.set_study_user_attr(study_id, key, "frozen")
+            else:
+                storage.snapshot()
+        except LockLostError as err:
+            assert "taken over" in str(err), err
+            _append_line(lost, key if round_ == 0 else "snapshot")
+        else:
+            _append_line(acks, key)
+    Path(done).touch()
+
+
+def optimize_until_told(
+    user: int, location: str, study_name: str, acks: str, errors: str, stop: str
+) -> None:
+    """As ``user`` (a uid; 0 stays root), optimize until ``stop`` exists, starting again
+    after each ``OSError`` of the storage (a full disk, a log made read-only). Append ``pid
+    number`` to ``acks`` for each acknowledged trial, and ``pid named|unnamed`` to ``errors``
+    for each error, by whether it names the journal."""
+    if user:
+        os.setgid(user)
+        os.setuid(user)
+    optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+    storage = JournalStorage(
+        FileBackend(location), snapshot_every=50, heartbeat_interval=1, grace_period=5
+    )
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    pid = os.getpid()
+
+    def acknowledged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _append_line(acks, f"{pid} {trial.number}")
+        if os.path.exists(stop):
+            study.stop()
+
+    while not os.path.exists(stop):
+        try:
+            study.optimize(quadratic, callbacks=[acknowledged])
+        except Exception as err:
+            # Optuna's _run_trial hides an error of the final tell behind its own
+            # AssertionError("Should not reach.") (the trial is still RUNNING): look behind it.
+            cause = err if isinstance(err, OSError) else err.__context__
+            if not isinstance(cause, OSError):
+                raise
+            _append_line(errors, f"{pid} {'named' if location in str(cause) else 'unnamed'}")
+            time.sleep(0.05)
+
+
+def optimize_until_error(location: str, study_name: str, acks: str, errors: str) -> None:
+    """Optimize until the storage raises a JournalError; append ``pid number`` to ``acks``
+    for each acknowledged trial, then ``[kind, message]`` (JSON) of the error to ``errors``."""
+    optuna.logging.set_verbosity(optuna.logging.CRITICAL)
+    storage = JournalStorage(FileBackend(location), snapshot_every=50)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    pid = os.getpid()
+
+    def acknowledged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _append_line(acks, f"{pid} {trial.number}")
+
+    try:
+        study.optimize(quadratic, callbacks=[acknowledged])
+    except Exception as err:
+        cause = err if isinstance(err, JournalError) else err.__context__  # see above
+        if not isinstance(cause, JournalError):
+            raise
+        _append_line(errors, json.dumps([type(cause).__name__, str(cause)]))

@@ -26,6 +26,7 @@ import pytest
 from optuna_journal import FileBackend, JournalStorage, open_storage
 from optuna_journal.backends.lock import LeaseLock
 from tests import netfs
+from tests.faults import frozen_holder
 from tests.workers import optimize, publish_trials, run_spawned, write_until_killed
 
 ctx = multiprocessing.get_context("spawn")
@@ -150,6 +151,17 @@ def test_writer_killed_mid_append_on_one_client_loses_nothing_acknowledged(
             assert set(acknowledged) <= set(attrs)
             assert attrs[f"after-{round_}"] == round_
     _verify(shared.a / "s.journal", shared.b / "s.journal", shared.server / "s.journal")
+
+
+def test_lease_holder_frozen_on_one_client_writes_nothing_after_losing_the_lock(
+    shared: Shared, tmp_path: Path
+) -> None:
+    # SFTP keeps mtimes to the second: a lease under 3 s could not be refreshed.
+    counts = frozen_holder(
+        shared.a / "s.journal", [shared.b / "s.journal", shared.a / "s.journal"], 3.0, tmp_path
+    )
+    assert counts["freezes"] == 2
+    _verify(shared.b / "s.journal", shared.server / "s.journal")
 
 
 def test_readers_on_one_client_see_the_trials_of_the_other_soon(

@@ -1,6 +1,6 @@
 """The soak: workers with attrs, intermediate values and pruning on one journal, one of them
-SIGKILLed and replaced every few seconds; on a local file and on Redis. CI runs 4 x 100 trials with two kills; with
-``OPTUNA_JOURNAL_SOAK=1``, 8 x 500 with ten kills, one every 3 s."""
+SIGKILLed and replaced every few seconds; on a local file and on Redis. CI runs 4 x 100 trials
+with two kills; with ``OPTUNA_JOURNAL_SOAK=1``, 8 x 500 with ten kills, one every 3 s."""
 
 from __future__ import annotations
 
