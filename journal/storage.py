@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_journal import codec, log
 from optuna_journal.artifacts import attr_record
 from optuna_journal.backends.base import Backend, Batch, Cursor
+from optuna_journal.backends.lock import LeaseLock
 from optuna_journal.distributions import internal_value, to_record
 from optuna_journal.errors import (
     JournalError,
@@ -146,6 +147,20 @@ def _check_holds(location: str, applied: dict[str, int], holds: dict[str, int]) 
         )
 
 
+def _check_grace(backend: Backend, grace: float) -> None:
+    """Warn where a heartbeat's grace period is no longer than the lease lock's lease: a
+    writer killed holding that lock stalls every writer, heartbeats included, until its lease
+    runs out, and live trials would then be failed as stale (the soak on sshfs did)."""
+    lock = getattr(backend, "lock", None)
+    if isinstance(lock, LeaseLock) and grace <= lock.lease:
+        _logger.warning(
+            f"{backend.location}: the heartbeat's grace period ({grace} s) is no longer than "
+            f"the lock's lease ({lock.lease} s): a writer killed holding the lock stops every "
+            "heartbeat for up to one lease, and live trials would be failed as stale. Give a "
+            "grace_period longer than the lease plus a few heartbeats, or a shorter lock_lease."
+        )
+
+
 class JournalStorage(BaseStorage, BaseHeartbeat):
     """An Optuna storage whose every mutation is a typed record in an append-only log.
 
@@ -163,6 +178,8 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
         grace_period: Seconds without a heartbeat after which a running trial is stale;
             ``None``: twice ``heartbeat_interval``. Heartbeats carry the writer's clock, which
             is compared with the clock of the process that checks: keep hosts' clocks in sync.
+            On a lease-locked file (NFS), keep it longer than the lock's lease: a writer killed
+            holding the lock stalls every heartbeat until its lease runs out (a warning says so).
         heartbeat_stale_trial_callback: Called after each stale trial is failed, e.g.
             ``optuna.storages.RetryHeartbeatStaleTrialCallback()``.
         durability: When a write reaches stable storage. ``"append"`` (the default): every
@@ -210,6 +227,8 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
             raise ValueError("The value of `heartbeat_interval` should be a positive integer.")
         if grace_period is not None and grace_period <= 0:
             raise ValueError("The value of `grace_period` should be a positive integer.")
+        if heartbeat_interval is not None:
+            _check_grace(backend, grace_period or 2 * heartbeat_interval)
         self._backend = backend
         self._snapshot_every = snapshot_every
         self._heartbeat_interval = heartbeat_interval

@@ -60,23 +60,27 @@ def run(
     every: float,
     acks: Path,
     log_bytes: Callable[[], int],
+    grace: int = 5,
 ) -> Figures:
     """Soak one journal: ``workers`` spawned processes (on ``locations`` in turn) run
     :func:`tests.workers.soak_worker` until ``workers * trials`` trials are complete or pruned,
     while this process SIGKILLs a random one every ``every`` seconds, ``kills`` times, and
     starts another in its place. Then it fails the last killed trials by their heartbeat,
-    runs their retries, and checks the log (see :func:`check`)."""
+    runs their retries, and checks the log (see :func:`check`). The heartbeat's grace period
+    is ``grace`` seconds."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = multiprocessing.get_context("spawn")
     target = workers * trials
     figures = Figures(workers, target)
-    study = optuna.create_study(study_name="soak", storage=soak_storage(locations[0]))
+    study = optuna.create_study(study_name="soak", storage=soak_storage(locations[0], grace))
     rng = random.Random(0)
     orphans: set[int] = set()
 
     def start(slot: int) -> multiprocessing.process.BaseProcess:
         location = locations[slot % len(locations)]
-        process = ctx.Process(target=soak_worker, args=(location, "soak", target, str(acks)))
+        process = ctx.Process(
+            target=soak_worker, args=(location, "soak", target, str(acks), grace)
+        )
         process.start()
         return process
 
@@ -99,7 +103,7 @@ def run(
     assert [p.exitcode for p in procs] == [0] * len(procs), "a soak worker raised or hung"
     figures.seconds = time.monotonic() - began
 
-    time.sleep(5.5)  # past the grace period of the last killed worker's trial
+    time.sleep(grace + 0.5)  # past the grace period of the last killed worker's trial
     optuna.storages.fail_stale_trials(study)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     study.optimize(soak_objective, n_trials=len(waiting))

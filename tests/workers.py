@@ -327,13 +327,13 @@ def write_artifact_slowly(store_path: str, artifact_id: str, started: str) -> No
     JournalArtifactStore(store_path).write(artifact_id, Slow())  # type: ignore[arg-type]
 
 
-def soak_storage(location: str) -> JournalStorage:
-    """The soak's storage: heartbeats every second; a trial whose beats stopped for 5 s is
-    failed and retried (by whichever process next starts a trial)."""
+def soak_storage(location: str, grace: int) -> JournalStorage:
+    """The soak's storage: heartbeats every second; a trial whose beats stopped for ``grace``
+    seconds is failed and retried (by whichever process next starts a trial)."""
     return JournalStorage(
         open_backend(location),
         heartbeat_interval=1,
-        grace_period=5,
+        grace_period=grace,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
             max_retry=10
         ),
@@ -352,13 +352,13 @@ def soak_objective(trial: optuna.Trial) -> float:
     return x * x
 
 
-def soak_worker(location: str, study_name: str, target: int, acks: str) -> None:
+def soak_worker(location: str, study_name: str, target: int, acks: str, grace: int) -> None:
     """Run soak trials until the study holds ``target`` complete or pruned trials; append
     ``number STATE`` to ``acks`` once each trial's end is acknowledged."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=study_name,
-        storage=soak_storage(location),
+        storage=soak_storage(location, grace),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
     done = (TrialState.COMPLETE, TrialState.PRUNED)

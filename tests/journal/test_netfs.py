@@ -25,7 +25,7 @@ import pytest
 
 from optuna_journal import FileBackend, JournalStorage, open_storage
 from optuna_journal.backends.lock import LeaseLock
-from tests import netfs
+from tests import netfs, soak
 from tests.faults import frozen_holder
 from tests.workers import optimize, publish_trials, run_spawned, write_until_killed
 
@@ -235,3 +235,25 @@ def test_artifacts_written_through_one_client_are_whole_through_the_other(
     # check lists the directory: where listings are cached (dircache), a rename shows late,
     # so it runs where they are fresh (README says so).
     assert check(listed, JournalArtifactStore(testbed.export / name / "store")) == []
+
+
+@soak.slow
+def test_soak_through_both_clients(shared: Shared, tmp_path: Path) -> None:
+    """The soak (:mod:`tests.soak`) with the workers on both mounts, and a grace period longer
+    than the lock's default 10 s lease: a worker killed holding the lock stalls every
+    heartbeat until its lease runs out (with a 5 s grace, the long form failed a live trial)."""
+    from tests.journal.test_soak import EVERY, KILLS, TRIALS, WORKERS, report_figures
+
+    server = shared.server / "s.journal"
+    figures = soak.run(
+        [str(shared.a / "s.journal"), str(shared.b / "s.journal")],
+        WORKERS,
+        TRIALS,
+        KILLS,
+        EVERY,
+        tmp_path / "acks",
+        lambda: server.stat().st_size,
+        grace=15,
+    )
+    _verify(shared.a / "s.journal", shared.b / "s.journal", server)
+    report_figures(tmp_path, "netfs", figures)
