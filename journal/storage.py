@@ -115,20 +115,24 @@ def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(timezone.utc)
 
 
+def _checked_str(text: Any, wrong_type: str, cannot: str) -> None:
+    """Fail, before anything is appended, unless ``text`` is a str the log can carry (no lone
+    surrogates); the messages start with ``wrong_type`` and ``cannot``."""
+    if not isinstance(text, str):
+        raise TypeError(f"{wrong_type} must be str, got {type(text).__name__} {text!r}")
+    try:
+        codec.encode_value(text)
+    except ValueError as err:
+        raise ValueError(f"{cannot} {text!r}: {err}") from None
+
+
 def _checked_attr(key: str, value: Any) -> Any:
     """Fail with the key's name, before anything is appended, if ``value`` cannot be stored."""
-    if not isinstance(key, str):
-        raise TypeError(f"attribute keys must be str, got {type(key).__name__} {key!r}")
-    try:
-        codec.encode_value(key)
-    except ValueError as err:
-        raise ValueError(f"cannot store an attribute under the key {key!r}: {err}") from None
+    _checked_str(key, "attribute keys", "cannot store an attribute under the key")
     try:
         codec.encode_value(value)
-    except TypeError as err:
-        raise TypeError(f"cannot store the attribute {key!r}: {err}") from None
-    except ValueError as err:
-        raise ValueError(f"cannot store the attribute {key!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"cannot store the attribute {key!r}: {err}") from None
     return value
 
 
@@ -457,12 +461,7 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
                 raise ValueError(f"directions must be MINIMIZE or MAXIMIZE, got {d!r}")
         if study_name is None:
             study_name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4())
-        if not isinstance(study_name, str):
-            raise TypeError(f"a study name must be str, got {type(study_name).__name__}")
-        try:
-            codec.encode_value(study_name)
-        except ValueError as err:
-            raise ValueError(f"cannot name a study {study_name!r}: {err}") from None
+        _checked_str(study_name, "a study name", "cannot name a study")
         record = self._new(
             StudyCreated, name=study_name, directions=tuple(Direction(d.value) for d in directions)
         )

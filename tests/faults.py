@@ -7,13 +7,12 @@ import multiprocessing
 import os
 from pathlib import Path
 import signal
-import subprocess
-import sys
 import time
 
 import optuna
 
 from optuna_journal import FileBackend, JournalStorage
+from optuna_journal.verify import verify
 from tests.workers import freeze_while_holding, write_until_killed
 
 ctx = multiprocessing.get_context("spawn")
@@ -92,10 +91,6 @@ def frozen_holder(frozen: Path, others: Sequence[Path], lease: float, tmp: Path)
     # The snapshot now beside the log, whoever wrote it, gives the same answer as the log.
     from_snapshot = JournalStorage(FileBackend(frozen)).get_study_user_attrs(study_id)
     assert from_snapshot == attrs
-    result = subprocess.run(
-        [sys.executable, "-m", "optuna_journal.cli", "verify", str(frozen)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0 and f"{frozen}: sound" in result.stdout, result.stdout
+    report = verify(str(frozen))
+    assert report.sound, report.lines()
     return {"freezes": freezes, "refused": len(refused), "acknowledged": len(acknowledged)}

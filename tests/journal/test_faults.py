@@ -21,8 +21,7 @@ import pytest
 
 from optuna_journal import FileBackend, JournalStorage
 from optuna_journal.verify import verify
-from tests.faults import ctx, frozen_holder, lines
-from tests.faults import until as _until
+from tests.faults import ctx, frozen_holder, lines, until
 from tests.workers import optimize_until_error, optimize_until_told, quadratic
 
 
@@ -93,9 +92,9 @@ def _fault_then_recover(
         w.start()
     pids = {str(w.pid) for w in workers}
     try:
-        _until("40 trials", lambda: _alive(workers) and len(lines(acks)) >= 40)
+        until("40 trials", lambda: _alive(workers) and len(lines(acks)) >= 40)
         inject()
-        _until("an error in every worker", lambda: set(_by_pid(errors)) == pids)
+        until("an error in every worker", lambda: set(_by_pid(errors)) == pids)
         assert set(lines(errors)[1::2]) == {"named"}, "an error did not name the journal"
 
         # Meanwhile a reader sees only whole records, every acknowledged one.
@@ -110,7 +109,7 @@ def _fault_then_recover(
         errors_when_freed = len(lines(errors)) // 2
         # Each process goes on, and runs past the grace period, so that the trials the fault
         # left RUNNING are failed by their stopped heartbeats.
-        _until(
+        until(
             "every worker to go on", lambda: all(_by_pid(acks)[p] >= freed[p] + 10 for p in pids)
         )
         time.sleep(6)
@@ -190,13 +189,13 @@ def test_log_deleted_or_replaced_under_running_processes_is_an_error_never_a_for
     for w in workers:
         w.start()
     try:
-        _until("5 trials of each worker", lambda: _each(acks, 2, 5))
+        until("5 trials of each worker", lambda: _each(acks, 2, 5))
         inject: Callable[[], None] = lambda: log.unlink()  # noqa: E731
         if fault == "older copy":
             inject = _older_copy(log, copy)
         elif fault == "another journal":
             inject = _another_journal(log, copy)
-        _until("10 more trials of each", lambda: _each(acks, 2, 15))
+        until("10 more trials of each", lambda: _each(acks, 2, 15))
         left = log.read_bytes() if fault == "deleted" else copy.read_bytes()
         inject()
         for w in workers:

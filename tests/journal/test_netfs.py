@@ -26,7 +26,7 @@ import pytest
 from optuna_journal import FileBackend, JournalStorage, open_storage
 from optuna_journal.backends.lock import LeaseLock
 from tests import netfs, soak
-from tests.faults import frozen_holder
+from tests.faults import frozen_holder, lines
 from tests.workers import optimize, publish_trials, run_spawned, write_until_killed
 
 ctx = multiprocessing.get_context("spawn")
@@ -72,10 +72,6 @@ def shared(testbed: netfs.NetFS, request: pytest.FixtureRequest) -> Iterator[Sha
     lock = directory.server / "s.journal.lock"
     if lock.exists():
         assert len(os.listdir(lock)) == 1
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 def _verify(*paths: Path) -> None:
@@ -136,7 +132,7 @@ def test_writer_killed_mid_append_on_one_client_loses_nothing_acknowledged(
         )
         writer.start()
         deadline = time.monotonic() + 60
-        while len(_lines(acks)) < 20 * (round_ + 1):
+        while len(lines(acks)) < 20 * (round_ + 1):
             assert writer.is_alive() and time.monotonic() < deadline
             time.sleep(0.01)
         os.kill(writer.pid, signal.SIGKILL)  # most likely mid-append, lock held
@@ -145,7 +141,7 @@ def test_writer_killed_mid_append_on_one_client_loses_nothing_acknowledged(
         after = JournalStorage(FileBackend(taker / "s.journal", lock_lease=lease))
         study_id = after.get_study_id_from_name("crash")
         after.set_study_user_attr(study_id, f"after-{round_}", round_)
-        acknowledged = _lines(acks)
+        acknowledged = lines(acks)
         for mount in (shared.a, shared.b, shared.server):
             attrs = JournalStorage(FileBackend(mount / "s.journal")).get_study_user_attrs(study_id)
             assert set(acknowledged) <= set(attrs)
