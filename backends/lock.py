@@ -24,7 +24,10 @@ a path that holds the holder's nonce (so it never touches a lock another process
 A waiter never compares clocks across hosts: it watches the entry's (name, mtime) as the
 server has them (:func:`~optuna_journal.backends.fresh.fresh_stat`) and, once they have not
 changed for ``lease`` seconds of its own monotonic clock, the holder is dead or stalled and
-the lock is taken over by renaming the entry to the waiter's own. A holder checks that its
+the lock is taken over by renaming the entry to the waiter's own. A waiter on the holder's
+own machine need not wait: ``<host>`` carries a digest of the machine's boot id and pid
+namespace, so a waiter that shares both sees at once that the holder's pid is gone (or a
+zombie) and takes the lock over. A holder checks that its
 entry is still there just before it writes, so a holder that was stalled past its lease and
 lost the lock fails with :class:`LockLostError` instead of writing. On a filesystem that
 keeps mtimes to the second (SFTP), the lease must be at least 3 s.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -54,6 +58,7 @@ _logger = logging.getLogger("optuna.journal.backends.lock")
 
 _LOG_EVERY = 5.0
 _MAX_POLL = 0.005
+_LOOK_AGAIN = 0.25  # seconds one held entry is watched before the lock is listed afresh
 
 
 class End(NamedTuple):
@@ -97,6 +102,7 @@ class _Entry(NamedTuple):
     free: bool
     end: End | None
     owner: str  # for messages
+    gone: bool = False  # held by a process of this machine that has exited
 
 
 class LeaseLock:
@@ -153,6 +159,7 @@ class LeaseLock:
         wait = Wait(self.path, self.timeout, self.owner)
         watched: tuple[str, int] | None = None
         watched_since = time.monotonic()
+        looks = 0  # since the entry watched was first seen
         while True:
             entry = self._entry(wait)
             if entry is None:
@@ -161,16 +168,21 @@ class LeaseLock:
             if entry.free:
                 if self._move(entry.name, mine):
                     return self._taken(mine, Handoff(entry.end))
-                wait.pause("another process took it first")  # or this client's listing is old
+                self._forget_listing()  # it was taken since, or this client's listing is old
+                wait.pause("another process took it first")
                 continue
             try:
                 seen = (entry.name, fresh_stat(os.path.join(self.path, entry.name)).mtime_ns)
-            except FileNotFoundError:
-                continue  # released or taken since the listing: look again at once
+            except FileNotFoundError:  # released or taken since the listing: look again
+                self._forget_listing()
+                continue
             now = time.monotonic()
             if seen != watched:
-                watched, watched_since = seen, now
-            elif now - watched_since >= self.lease:
+                watched, watched_since, looks = seen, now, 0
+            elif now - watched_since >= _LOOK_AGAIN * (1 + looks):
+                looks += 1  # held longer than an append takes, or this client's view is old
+                self._forget_listing()
+            if entry.gone or now - watched_since >= self.lease:
                 if self._take_over(entry, seen[1], mine, now - watched_since):
                     return self._taken(mine, Handoff(entry.end, taken_over=True))
                 continue
@@ -196,8 +208,24 @@ class LeaseLock:
             ) from None
         entry = _parse(names[0]) if len(names) == 1 else None
         if entry is None:  # a listing taken during a rename may show both names, or none
+            self._forget_listing()  # and a client may serve it from its cache for seconds
             wait.pause(f"the lock directory holds {names}, where it should hold one entry")
         return entry
+
+    def _forget_listing(self) -> None:
+        """Make this client list the lock directory afresh next time.
+
+        A client may serve a directory's listing from its cache (sshfs's ``dir_cache``, for
+        ``dcache_timeout`` seconds): a waiter that sees only an entry renamed long ago gets
+        one look at the lock per timeout, and under contention waited past a heartbeat's grace
+        period (the soak on sshfs did). Touching the directory drops sshfs's cached listing of
+        it; asking its server for its attributes makes an NFS client drop a listing whose
+        directory changed since.
+        """
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+        with contextlib.suppress(OSError):
+            fresh_stat(self.path)
 
     def _create(self) -> None:
         """Make the lock directory, free, whole: prepared aside, then renamed into place."""
@@ -224,13 +252,11 @@ class LeaseLock:
             # fails its next verify() if it checks meanwhile, and writes nothing).
             self._move(mine, entry.name)
             return False
-        _logger.warning(
-            "Took over the stale lock %s of %s: not refreshed for %.1f s (lease %.1f s).",
-            self.path,
-            entry.owner,
-            idle,
-            self.lease,
-        )
+        if entry.gone:
+            why = "that process has exited"
+        else:
+            why = f"not refreshed for {idle:.1f} s (lease {self.lease:.1f} s)"
+        _logger.warning("Took over the stale lock %s of %s: %s.", self.path, entry.owner, why)
         return True
 
     def _taken(self, mine: str, handoff: Handoff) -> Handoff:
@@ -274,7 +300,38 @@ class LeaseLock:
             self._refresher.start()
 
 
-_HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+def _machine() -> str:
+    """A digest of this machine's boot and pid namespace: pids are comparable between two
+    processes only where both agree (not across hosts, reboots or containers). Empty off
+    Linux, where no pid is ever judged gone."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    ident = b"%s %d %d" % (boot, namespace.st_dev, namespace.st_ino)
+    return hashlib.blake2b(ident, digest_size=6).hexdigest()
+
+
+_MACHINE = _machine()
+_HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) + (
+    f"@{_MACHINE}" if _MACHINE else ""
+)
+"""The holder's host as the lock's entries name it: its name, ``@`` and :func:`_machine`."""
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` of this machine has exited (a zombie has: its locks are
+    dead with it, and only its parent's ``wait`` remains)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")  # the state, after the name
 
 
 def _free_name(end: End | None) -> str:
@@ -299,7 +356,8 @@ def _parse(name: str) -> _Entry | None:
             lease, pid, since, host = fields[3], fields[4], int(fields[5]), fields[7]
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
             owner = f"host {host} pid {pid} since {started} (lease {lease} s)"
-            return _Entry(name, False, end, owner)
+            gone = bool(_MACHINE) and host == _HOST and _gone(int(pid))
+            return _Entry(name, False, end, owner, gone)
     except (IndexError, ValueError):
         pass
     return None

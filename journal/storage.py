@@ -153,15 +153,16 @@ def _check_holds(location: str, applied: dict[str, int], holds: dict[str, int]) 
 
 def _check_grace(backend: Backend, grace: float) -> None:
     """Warn where a heartbeat's grace period is no longer than the lease lock's lease: a
-    writer killed holding that lock stalls every writer, heartbeats included, until its lease
-    runs out, and live trials would then be failed as stale (the soak on sshfs did)."""
+    writer killed holding that lock on another machine stalls every writer, heartbeats
+    included, until its lease runs out, and live trials would then be failed as stale."""
     lock = getattr(backend, "lock", None)
     if isinstance(lock, LeaseLock) and grace <= lock.lease:
         _logger.warning(
             f"{backend.location}: the heartbeat's grace period ({grace} s) is no longer than "
-            f"the lock's lease ({lock.lease} s): a writer killed holding the lock stops every "
-            "heartbeat for up to one lease, and live trials would be failed as stale. Give a "
-            "grace_period longer than the lease plus a few heartbeats, or a shorter lock_lease."
+            f"the lock's lease ({lock.lease} s): a writer on another machine killed holding "
+            "the lock stops every heartbeat for up to one lease, and live trials would be "
+            "failed as stale. Give a grace_period longer than the lease plus a few "
+            "heartbeats, or a shorter lock_lease."
         )
 
 

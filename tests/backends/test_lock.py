@@ -34,22 +34,47 @@ def _entries(lock_dir: Path) -> list[str]:
     return os.listdir(lock_dir)
 
 
-def test_lock_of_a_sigkilled_holder_is_taken_over_after_the_lease(tmp_path: Path) -> None:
-    holder = _start_holder(tmp_path, lease=0.5, seconds=600)
+@pytest.mark.parametrize("reaped", [True, False])
+def test_lock_of_a_sigkilled_holder_of_this_machine_is_taken_over_at_once(
+    tmp_path: Path, reaped: bool
+) -> None:
+    holder = _start_holder(tmp_path, lease=600, seconds=600)
     os.kill(holder.pid, signal.SIGKILL)
-    holder.join()
-    lock = LeaseLock(str(tmp_path / "log.lock"), lease=0.5, timeout=30)
+    if reaped:
+        holder.join()
+    else:  # a zombie until its parent waits for it: as dead to its locks
+        while Path(f"/proc/{holder.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+            time.sleep(0.01)
+    lock = LeaseLock(str(tmp_path / "log.lock"), lease=600, timeout=30)
     [dead] = _entries(tmp_path / "log.lock")  # the dead holder's entry is still there
     assert dead.startswith("held+") and f"+{holder.pid}+" in dead
-    started = time.monotonic()
-    with lock.hold():
-        waited = time.monotonic() - started
+    with lock.hold():  # within the 30 s timeout, not after the 600 s lease
         [entry] = _entries(tmp_path / "log.lock")
         assert entry.startswith("held+") and f"+{os.getpid()}+" in entry
-    assert waited >= 0.5  # not before the lease ran out: the holder might have been alive
+    holder.join()
     [entry] = _entries(tmp_path / "log.lock")
     assert entry.startswith("free+")
     assert sorted(os.listdir(tmp_path)) == ["log.lock", "ready"]  # nothing left aside
+
+
+def test_lock_of_a_dead_holder_of_another_machine_is_taken_over_after_the_lease(
+    tmp_path: Path,
+) -> None:
+    holder = _start_holder(tmp_path, lease=0.5, seconds=600)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    [dead] = _entries(tmp_path / "log.lock")
+    host = dead.rsplit("+", 1)[1]
+    assert "@" in host  # this machine's name @ its boot and pid namespace
+    # The same entry as another machine (or container) with the same host name writes it:
+    # its pid says nothing here.
+    elsewhere = dead.replace(host, host.split("@")[0] + "@000000000000")
+    os.rename(tmp_path / "log.lock" / dead, tmp_path / "log.lock" / elsewhere)
+    lock = LeaseLock(str(tmp_path / "log.lock"), lease=0.5, timeout=30)
+    started = time.monotonic()
+    with lock.hold():
+        waited = time.monotonic() - started
+    assert waited >= 0.5  # not before the lease ran out: the holder might have been alive
 
 
 def test_lock_of_a_live_refreshing_holder_is_never_taken_over(tmp_path: Path) -> None:

@@ -92,3 +92,15 @@ def test_heartbeat_of_a_running_trial_survives_compaction(tmp_path: Path) -> Non
     compact(path, keep=0, keep_seconds=0)
     reopened = JournalStorage(FileBackend(path), heartbeat_interval=1, grace_period=1)
     assert reopened._get_stale_trial_ids(study_id) == [trial_id]
+
+
+def test_heartbeat_grace_no_longer_than_the_lease_lock_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "s.journal"
+    JournalStorage(FileBackend(path, "lease", lock_lease=3), heartbeat_interval=1, grace_period=3)
+    assert "is no longer than the lock's lease (3 s)" in caplog.text
+    caplog.clear()
+    JournalStorage(FileBackend(path, "lease", lock_lease=3), heartbeat_interval=1, grace_period=5)
+    JournalStorage(FileBackend(path, "flock"), heartbeat_interval=1, grace_period=1)
+    assert "lease" not in caplog.text

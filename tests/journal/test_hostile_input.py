@@ -808,4 +808,5 @@ def test_long_random_mutation_run_raises_only_documented_errors(
         outcomes[kind] = outcomes.get(kind, 0) + 1
         run += 1
     assert run == cases == sum(outcomes.values())
+    print(f"mutation run: {cases} cases, outcomes {dict(sorted(outcomes.items()))}")
     assert outcomes.get("read", 0) > 0 and outcomes.get("CorruptLogError", 0) > 0, outcomes

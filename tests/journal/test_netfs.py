@@ -137,7 +137,8 @@ def test_writer_killed_mid_append_on_one_client_loses_nothing_acknowledged(
             time.sleep(0.01)
         os.kill(writer.pid, signal.SIGKILL)  # most likely mid-append, lock held
         writer.join()
-        # The other client takes the lock over once the lease has run out, and appends.
+        # The other client takes the lock over (at once: its holder was of this machine, and
+        # is gone), and appends.
         after = JournalStorage(FileBackend(taker / "s.journal", lock_lease=lease))
         study_id = after.get_study_id_from_name("crash")
         after.set_study_user_attr(study_id, f"after-{round_}", round_)
@@ -236,8 +237,13 @@ def test_artifacts_written_through_one_client_are_whole_through_the_other(
 @soak.slow
 def test_soak_through_both_clients(shared: Shared, tmp_path: Path) -> None:
     """The soak (:mod:`tests.soak`) with the workers on both mounts, and a grace period longer
-    than the lock's default 10 s lease: a worker killed holding the lock stalls every
-    heartbeat until its lease runs out (with a 5 s grace, the long form failed a live trial)."""
+    than the lock's default 10 s lease, as the storage advises (a holder killed on another
+    machine stalls every heartbeat until its lease runs out).
+
+    The long form failed live trials as stale twice: with a 5 s grace, while each worker
+    killed holding the lock was waited out for its lease (now it is taken over at once on its
+    own machine); and with 15 s, while waiters on the ``dircache`` mounts saw the lock only as
+    often as sshfs let its cached listing expire (now they list it afresh)."""
     from tests.journal.test_soak import EVERY, KILLS, TRIALS, WORKERS, report_figures
 
     server = shared.server / "s.journal"
