@@ -59,6 +59,7 @@ class Sizes:
     growth_trials: int = 10_000
     dask_trials: int = 100  # per task, 4 tasks
     dask_read_trials: int = 5_000
+    scale_trials: int = 100_000  # cold open, memory and reads of one large study, files only
     repeat: int = 3
 
     @classmethod
@@ -73,6 +74,7 @@ class Sizes:
             growth_trials=200,
             dask_trials=10,
             dask_read_trials=300,
+            scale_trials=2_000,
             repeat=2,
         )
 
@@ -344,22 +346,40 @@ def _prepared(
     return storage
 
 
-def bench_reads(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
-    """Reads on a prepared study: get_all_trials(deepcopy=False), get_trial, get_best_trial,
-    get_n_trials; operations per second, each timed for about 0.3 s."""
-    calls: dict[str, Callable[[BaseStorage, int, list[int]], object]] = {
-        "get_all_trials": lambda s, sid, ids: s.get_all_trials(sid, deepcopy=False),
-        "get_trial": lambda s, sid, ids: s.get_trial(ids[len(ids) // 3]),
-        "get_best_trial": lambda s, sid, ids: s.get_best_trial(sid),
-        "get_n_trials": lambda s, sid, ids: s.get_n_trials(sid),
+_READS: dict[str, Callable[[BaseStorage, int, list[int]], object]] = {
+    "get_all_trials": lambda s, sid, ids: s.get_all_trials(sid, deepcopy=False),
+    "get_trial": lambda s, sid, ids: s.get_trial(ids[len(ids) // 3]),
+    "get_best_trial": lambda s, sid, ids: s.get_best_trial(sid),
+    "get_n_trials": lambda s, sid, ids: s.get_n_trials(sid),
+}
+
+
+def bench_reads(
+    sizes: Sizes,
+    workdir: str,
+    redis_url: str | None,
+    n: int | None = None,
+    kinds: list[str] | None = None,
+    calls: list[str] | None = None,
+    suffix: str = "",
+) -> list[Result]:
+    """Reads on a prepared study of ``n`` trials (``sizes.read_trials``): get_all_trials
+    (deepcopy=False), get_trial, get_best_trial, get_n_trials (or ``calls``); operations per
+    second, each timed for about 0.3 s."""
+    n = sizes.read_trials if n is None else n
+    chosen = {name: _READS[name] for name in (calls or _READS)}
+    kinds = _kinds(redis_url) if kinds is None else kinds
+    storages = {k: _prepared(k, n, workdir, redis_url) for k in kinds}
+    rows = {
+        (c, k): Result(c + suffix, k, "ops/s", higher_is_better=True)
+        for c in chosen
+        for k in storages
     }
-    storages = {k: _prepared(k, sizes.read_trials, workdir, redis_url) for k in _kinds(redis_url)}
-    rows = {(c, k): Result(c, k, "ops/s", higher_is_better=True) for c in calls for k in storages}
-    for _ in _progress(range(sizes.repeat), "reads"):
+    for _ in _progress(range(sizes.repeat), "reads" + suffix):
         for kind, storage in storages.items():
             study_id = storage.get_study_id_from_name("bench")
             ids = [t._trial_id for t in storage.get_all_trials(study_id, deepcopy=False)]
-            for name, call in calls.items():
+            for name, call in chosen.items():
                 done, start = 0, time.perf_counter()
                 while time.perf_counter() - start < 0.3:
                     call(storage, study_id, ids)
@@ -518,8 +538,12 @@ class _NoSnapshots(BaseJournalBackend):
         self._inner.append_logs(logs)
 
 
-def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
-    n = sizes.cold_trials
+def bench_cold_open(
+    sizes: Sizes, workdir: str, redis_url: str | None, n: int | None = None, suffix: str = ""
+) -> list[Result]:
+    """Seconds a fresh process takes to open a journal of ``n`` trials
+    (``sizes.cold_trials``) and read them all: ours with and without a snapshot."""
+    n = sizes.cold_trials if n is None else n
     ours = _our_payloads(n)
     theirs = _optuna_logs(n)
     places: dict[str, tuple[str, str]] = {}
@@ -553,8 +577,10 @@ def bench_cold_open(sizes: Sizes, workdir: str, redis_url: str | None) -> list[R
                 f"{redis_url}?journal={name}",
             )
 
-    results = {name: Result("cold open", name, "s", higher_is_better=False) for name in places}
-    for _ in _progress(range(sizes.repeat), "cold open"):
+    results = {
+        name: Result("cold open" + suffix, name, "s", higher_is_better=False) for name in places
+    }
+    for _ in _progress(range(sizes.repeat), "cold open" + suffix):
         for name, (kind, where) in places.items():
             results[name].samples.append(_cold_open(kind, where))
     for name, (_, where) in places.items():
@@ -580,18 +606,20 @@ print((status("VmHWM") - before) / len(trials))
 """
 
 
-def bench_memory(sizes: Sizes, workdir: str) -> list[Result]:
-    """Peak RSS of a fresh process that loaded an n-trial journal, less what it had before
-    opening it: KiB per trial (Linux)."""
-    n = sizes.memory_trials
+def bench_memory(
+    sizes: Sizes, workdir: str, n: int | None = None, suffix: str = ""
+) -> list[Result]:
+    """Peak RSS of a fresh process that loaded an ``n``-trial journal
+    (``sizes.memory_trials``), less what it had before opening it: KiB per trial (Linux)."""
+    n = sizes.memory_trials if n is None else n
     ours = os.path.join(workdir, "memory.journal")
     _copy(_our_payloads(n), FileBackend(ours), snapshot=False)
     theirs = os.path.join(workdir, "memory-optuna.log")
     with open(theirs, "w") as f:
         f.writelines(log + "\n" for log in _optuna_logs(n, snapshots=False).logs)
     places = {"optuna-file": ("optuna-file", theirs), "ours-file": ("ours", ours)}
-    rows = {k: Result("memory", k, "KiB/trial", higher_is_better=False) for k in places}
-    for _ in _progress(range(sizes.repeat), "memory"):
+    rows = {k: Result("memory" + suffix, k, "KiB/trial", higher_is_better=False) for k in places}
+    for _ in _progress(range(sizes.repeat), "memory" + suffix):
         for name, (kind, where) in places.items():
             code = _RSS.format(opener=_OPEN[kind].format(where=where))
             out = subprocess.run(
@@ -603,6 +631,21 @@ def bench_memory(sizes: Sizes, workdir: str) -> list[Result]:
             )
             rows[name].samples.append(float(out.stdout.split()[-1]))
     return list(rows.values())
+
+
+def bench_scale(sizes: Sizes, workdir: str, redis_url: str | None) -> list[Result]:
+    """One study of ``sizes.scale_trials`` trials in files: cold open (ours with and
+    without a snapshot), memory, and the reads that walk the whole study."""
+    n = sizes.scale_trials
+    suffix = f", {n:,} trials"
+    workdir = os.path.join(workdir, "scale")  # the other workloads' files are in workdir
+    os.mkdir(workdir)
+    reads = ["get_all_trials", "get_best_trial"]
+    return [
+        *bench_cold_open(sizes, workdir, None, n, suffix),
+        *bench_memory(sizes, workdir, n, suffix),
+        *bench_reads(sizes, workdir, None, n, ["optuna-file", "ours-file"], reads, suffix),
+    ]
 
 
 def _progress(it: Iterable[T], what: str, unit: str = "round") -> Iterator[T]:
@@ -644,6 +687,7 @@ WORKLOADS: dict[str, Callable[[Sizes, str, str | None], list[Result]]] = {
     "memory": lambda sizes, workdir, redis_url: bench_memory(sizes, workdir),
     "growth": bench_growth,
     "dask": _bench_dask,
+    "scale": bench_scale,
 }
 """Each workload by the name ``--only`` takes, in the order a full run runs them."""
 

@@ -105,7 +105,14 @@ def test_cli_bench_quick_measures_ours_against_optuna(tmp_path: Path) -> None:
         "memory",
         "growth, trials 0-20",
         "growth, trials 180-200",
+        "cold open, 2,000 trials",
+        "memory, 2,000 trials",
+        "get_all_trials, 2,000 trials",
+        "get_best_trial, 2,000 trials",
     } <= workloads
+    scale = {(w, k) for w, k in measured if w.endswith(", 2,000 trials")}
+    assert ("cold open, 2,000 trials", "ours-file+snapshot") in scale
+    assert ("get_all_trials, 2,000 trials", "optuna-file") in scale
     assert not [r for r in results if "CHECK FAILED" in r["note"]]
 
 
