@@ -102,7 +102,8 @@ class _Entry(NamedTuple):
     free: bool
     end: End | None
     owner: str  # for messages
-    gone: bool = False  # held by a process of this machine that has exited
+    pid: int = 0  # the holder's, where held
+    host: str = ""
 
 
 class LeaseLock:
@@ -159,7 +160,7 @@ class LeaseLock:
         wait = Wait(self.path, self.timeout, self.owner)
         watched: tuple[str, int] | None = None
         watched_since = time.monotonic()
-        looks = 0  # since the entry watched was first seen
+        looked = watched_since  # when this client last listed the lock afresh
         while True:
             entry = self._entry(wait)
             if entry is None:
@@ -178,12 +179,13 @@ class LeaseLock:
                 continue
             now = time.monotonic()
             if seen != watched:
-                watched, watched_since, looks = seen, now, 0
-            elif now - watched_since >= _LOOK_AGAIN * (1 + looks):
-                looks += 1  # held longer than an append takes, or this client's view is old
+                watched, watched_since, looked = seen, now, now
+            elif now - looked >= _LOOK_AGAIN:  # held longer than an append, or a stale view
                 self._forget_listing()
-            if entry.gone or now - watched_since >= self.lease:
-                if self._take_over(entry, seen[1], mine, now - watched_since):
+                looked = now
+            gone = entry.host == _HOST and bool(_MACHINE) and _gone(entry.pid)
+            if gone or now - watched_since >= self.lease:
+                if self._take_over(entry, seen[1], mine, now - watched_since, gone):
                     return self._taken(mine, Handoff(entry.end, taken_over=True))
                 continue
             wait.pause(
@@ -244,7 +246,7 @@ class LeaseLock:
             os.rmdir(first)  # another process made it first
             os.rmdir(temp)
 
-    def _take_over(self, entry: _Entry, mtime_ns: int, mine: str, idle: float) -> bool:
+    def _take_over(self, entry: _Entry, mtime_ns: int, mine: str, idle: float, gone: bool) -> bool:
         if not self._move(entry.name, mine):
             return False  # its holder released it, or another waiter took it over first
         if fresh_stat(os.path.join(self.path, mine)).mtime_ns != mtime_ns:
@@ -252,7 +254,7 @@ class LeaseLock:
             # fails its next verify() if it checks meanwhile, and writes nothing).
             self._move(mine, entry.name)
             return False
-        if entry.gone:
+        if gone:
             why = "that process has exited"
         else:
             why = f"not refreshed for {idle:.1f} s (lease {self.lease:.1f} s)"
@@ -356,8 +358,7 @@ def _parse(name: str) -> _Entry | None:
             lease, pid, since, host = fields[3], fields[4], int(fields[5]), fields[7]
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
             owner = f"host {host} pid {pid} since {started} (lease {lease} s)"
-            gone = bool(_MACHINE) and host == _HOST and _gone(int(pid))
-            return _Entry(name, False, end, owner, gone)
+            return _Entry(name, False, end, owner, int(pid), host)
     except (IndexError, ValueError):
         pass
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import json
 import multiprocessing
 import multiprocessing.process
 import os
@@ -111,6 +112,22 @@ def run(
     figures.acknowledged = check(study, orphans, acks)
     figures.log_bytes = log_bytes()
     return figures
+
+
+WORKERS, TRIALS, KILLS, EVERY = (8, 500, 10, 3.0) if SOAK else (4, 100, 2, 1.0)
+"""Every soak's size: workers, trials each, kills, and seconds between kills."""
+
+
+def report_figures(tmp_path: Path, name: str, figures: Figures) -> None:
+    line = (
+        f"soak {name}: {figures.workers} workers, {figures.trials} trials "
+        f"({figures.acknowledged} acknowledged), {figures.kills} kills "
+        "(each mid-trial: the trial failed by its heartbeat and retried), "
+        f"{figures.trials_per_second:.1f} trials/s, {figures.bytes_per_trial:.0f} log bytes/trial"
+    )
+    assert figures.kills == KILLS, f"the workers finished before {KILLS} kills: {line}"
+    print(line)
+    (tmp_path / "soak.json").write_text(json.dumps({**vars(figures), "line": line}))
 
 
 def _stopped_mid_trial(

@@ -244,18 +244,16 @@ def test_soak_through_both_clients(shared: Shared, tmp_path: Path) -> None:
     killed holding the lock was waited out for its lease (now it is taken over at once on its
     own machine); and with 15 s, while waiters on the ``dircache`` mounts saw the lock only as
     often as sshfs let its cached listing expire (now they list it afresh)."""
-    from tests.journal.test_soak import EVERY, KILLS, TRIALS, WORKERS, report_figures
-
     server = shared.server / "s.journal"
     figures = soak.run(
         [str(shared.a / "s.journal"), str(shared.b / "s.journal")],
-        WORKERS,
-        TRIALS,
-        KILLS,
-        EVERY,
+        soak.WORKERS,
+        soak.TRIALS,
+        soak.KILLS,
+        soak.EVERY,
         tmp_path / "acks",
         lambda: server.stat().st_size,
         grace=15,
     )
     _verify(shared.a / "s.journal", shared.b / "s.journal", server)
-    report_figures(tmp_path, "netfs", figures)
+    soak.report_figures(tmp_path, "netfs", figures)

@@ -4,7 +4,6 @@ with two kills; with ``OPTUNA_JOURNAL_SOAK=1``, 8 x 500 with ten kills, one ever
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import redis
@@ -12,21 +11,7 @@ import redis
 from optuna_journal.redis_server import RedisServer
 from optuna_journal.verify import verify
 from tests import soak
-from tests.soak import SOAK, slow
-
-WORKERS, TRIALS, KILLS, EVERY = (8, 500, 10, 3.0) if SOAK else (4, 100, 2, 1.0)
-
-
-def report_figures(tmp_path: Path, name: str, figures: soak.Figures) -> None:
-    line = (
-        f"soak {name}: {figures.workers} workers, {figures.trials} trials "
-        f"({figures.acknowledged} acknowledged), {figures.kills} kills "
-        "(each mid-trial: the trial failed by its heartbeat and retried), "
-        f"{figures.trials_per_second:.1f} trials/s, {figures.bytes_per_trial:.0f} log bytes/trial"
-    )
-    assert figures.kills == KILLS, f"the workers finished before {KILLS} kills: {line}"
-    print(line)
-    (tmp_path / "soak.json").write_text(json.dumps({**vars(figures), "line": line}))
+from tests.soak import EVERY, KILLS, TRIALS, WORKERS, report_figures, slow
 
 
 @slow
