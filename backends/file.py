@@ -70,6 +70,7 @@ from optuna_journal.backends.fresh import fresh_stat
 from optuna_journal.backends.lock import TAIL, End, Handoff, LeaseLock
 from optuna_journal.errors import (
     CorruptLogError,
+    LockLostError,
     LogReplacedError,
     LogTruncatedError,
     NotAJournalError,
@@ -335,6 +336,8 @@ class FileBackend:
                 os.fsync(f.fileno())
             self._lock.verify()
             os.replace(temp, self.snapshot_path)
+        except LockLostError:
+            raise  # the name is the new holder's now: it removed ours, and may be writing its own
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

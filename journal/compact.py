@@ -24,7 +24,7 @@ from optuna_journal import codec, log
 from optuna_journal.backends import frames
 from optuna_journal.backends.file import FileBackend, _fsync_directory
 from optuna_journal.distributions import internal_value, to_record
-from optuna_journal.errors import CorruptLogError, JournalError
+from optuna_journal.errors import CorruptLogError, JournalError, LockLostError
 from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyRecord,
@@ -106,6 +106,8 @@ def compact(
             backend.lock.verify()
             before = os.path.getsize(backend.location)
             os.replace(temp, backend.location)
+        except LockLostError:
+            raise  # the name is the new holder's now: it removed ours, and may be writing its own
         except BaseException:
             if os.path.exists(temp):
                 os.unlink(temp)

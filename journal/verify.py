@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-import glob
+import os
 from typing import Any
 
 from optuna_journal import log, open_backend
@@ -59,8 +59,12 @@ def verify(location: str) -> Report:
                 f"torn tail: {found.torn} bytes at byte offset {found.end}, after record "
                 f"{found.records - 1} (a writer died mid-append); `optuna-journal repair` cuts it"
             )
-        for temp in glob.glob(glob.escape(backend.snapshot_path) + ".*.tmp"):
-            report.notes.append(f"{temp}: an unfinished snapshot (a crash while saving); unused")
+        for temp, what in zip(backend.scratch_paths, ("snapshot", "compaction"), strict=True):
+            if os.path.exists(temp):
+                report.notes.append(
+                    f"{temp}: an unfinished {what} (a writer died making it): unused, and "
+                    f"replaced by the next {what}"
+                )
 
     try:
         for number, record in log.records(backend, progress=True):

@@ -81,6 +81,13 @@ def frozen_holder(frozen: Path, others: Sequence[Path], lease: float, tmp: Path)
                 p.kill()
             p.join()
 
+    # A writer killed while snapshotting left a scratch file and the lock held: the next
+    # writer takes the lock over at once (its holder's process is gone) and removes it.
+    JournalStorage(FileBackend(others[0], "lease", lock_lease=lease)).set_study_user_attr(
+        study_id, "after", 1
+    )
+    assert not any(os.path.exists(p) for p in FileBackend(frozen).scratch_paths)
+
     refused = lines(lost)
     assert refused[1:] == ["snapshot"] and len(refused) == 2, refused
     attrs = JournalStorage(FileBackend(frozen), snapshot_every=0).get_study_user_attrs(study_id)
