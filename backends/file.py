@@ -329,19 +329,13 @@ class FileBackend:
         # temp file -> fsync -> rename -> fsync the directory: a reader sees the old snapshot
         # or the new one, whole, and a crash at any point leaves one of them.
         temp = self.scratch_paths[0]
-        try:
+        with scratch_file(temp):
             with open(temp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             self._lock.verify()
             os.replace(temp, self.snapshot_path)
-        except LockLostError:
-            raise  # the name is the new holder's now: it removed ours, and may be writing its own
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
         _fsync_directory(os.path.dirname(self._path))
 
     def load_snapshot(self) -> bytes | None:
@@ -704,6 +698,21 @@ def _forget(fd: int, offset: int) -> None:
     """Drop this host's cached pages of the file from ``offset`` on: the next read asks the
     server (a page cached before another host wrote there would hide what it wrote)."""
     os.posix_fadvise(fd, offset, 0, os.POSIX_FADV_DONTNEED)
+
+
+@contextlib.contextmanager
+def scratch_file(path: str) -> Iterator[None]:
+    """Around writing a scratch file under the lock and renaming it into place: if that
+    fails, remove the file, unless the lock was lost. Then the name is the new holder's: it
+    removed ours when it took the lock over, and may be writing its own there."""
+    try:
+        yield
+    except LockLostError:
+        raise
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def _fsync_directory(path: str) -> None:

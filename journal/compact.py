@@ -22,9 +22,9 @@ import uuid
 
 from optuna_journal import codec, log
 from optuna_journal.backends import frames
-from optuna_journal.backends.file import FileBackend, _fsync_directory
+from optuna_journal.backends.file import FileBackend, _fsync_directory, scratch_file
 from optuna_journal.distributions import internal_value, to_record
-from optuna_journal.errors import CorruptLogError, JournalError, LockLostError
+from optuna_journal.errors import CorruptLogError, JournalError
 from optuna_journal.records import (
     SCHEMA_VERSION,
     AnyRecord,
@@ -95,7 +95,7 @@ def compact(
         payloads = [codec.encode(new_header)] + [codec.encode(r) for r in folded] + tail_payloads
 
         temp = backend.scratch_paths[1]
-        try:
+        with scratch_file(temp):
             with open(temp, "wb") as f:
                 f.write(frames.MAGIC + b"".join(frames.pack(p) for p in payloads))
                 f.flush()
@@ -106,12 +106,6 @@ def compact(
             backend.lock.verify()
             before = os.path.getsize(backend.location)
             os.replace(temp, backend.location)
-        except LockLostError:
-            raise  # the name is the new holder's now: it removed ours, and may be writing its own
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
         handoff.leave = backend.end()
         _fsync_directory(os.path.dirname(backend.location))
         if os.path.exists(backend.snapshot_path):  # it names the old log: useless now
