@@ -469,7 +469,7 @@ class FileBackend:
                 next_log = now + 5.0
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
-            _forget(fd, max(0, found.size - TAIL))
+            _forget(fd)
             size = fresh_stat(fd).size
         return size
 
@@ -584,7 +584,7 @@ class FileBackend:
         """Yield the sound frames after ``after`` in the file's first ``size`` bytes, in
         batches, their cursors in ``log``."""
         if not self._local:  # pages cached before the size last changed may be stale
-            _forget(fd, 0 if after is None else int(after.token))
+            _forget(fd)
         if after is None or after.token == 0:
             if not self._check_magic(fd):
                 return
@@ -597,15 +597,22 @@ class FileBackend:
                 "while this process had it open. Nothing was appended; open the journal again "
                 "to go on from what it holds."
             )
-        want = _CHUNK
+        want, rechecked = _CHUNK, False
         while pos < size:
             buf = os.pread(fd, min(want, size - pos), pos)
             parsed = frames.parse(buf, strict)
             if parsed.payloads:
+                rechecked = False
                 count += len(parsed.payloads)
                 pos += parsed.stop
                 yield Batch(Cursor(count, pos, log), parsed.payloads)
             if parsed.error is not None:
+                if not self._local and not rechecked:
+                    # A client's cache may still hold a page from before another host wrote
+                    # there: judge the server's bytes, not those.
+                    rechecked = True
+                    _forget(fd)
+                    continue
                 if self._zeros_to_end(fd, pos, size):
                     return  # a tail the filesystem zero-filled after a crash: torn
                 raise CorruptLogError(self._path, pos, count, parsed.error)
@@ -694,10 +701,12 @@ def _crc_of_tail(fd: int, end: int) -> int:
     return zlib.crc32(os.pread(fd, length, end - length))
 
 
-def _forget(fd: int, offset: int) -> None:
-    """Drop this host's cached pages of the file from ``offset`` on: the next read asks the
-    server (a page cached before another host wrote there would hide what it wrote)."""
-    os.posix_fadvise(fd, offset, 0, os.POSIX_FADV_DONTNEED)
+def _forget(fd: int) -> None:
+    """Drop this host's cached pages of the file: the next read asks the server (a page
+    cached before another host wrote there would hide what it wrote). All of them: Linux
+    keeps the pages (and large folios) that a range's start only partly covers, and the page
+    holding the end this process last read is such a page."""
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 @contextlib.contextmanager

@@ -27,9 +27,10 @@ changed for ``lease`` seconds of its own monotonic clock, the holder is dead or 
 the lock is taken over by renaming the entry to the waiter's own. A waiter on the holder's
 own machine need not wait: ``<host>`` carries a digest of the machine's boot id and pid
 namespace, so a waiter that shares both sees at once that the holder's pid is gone (or a
-zombie) and takes the lock over. A holder checks that its
-entry is still there just before it writes, so a holder that was stalled past its lease and
-lost the lock fails with :class:`LockLostError` instead of writing. On a filesystem that
+zombie) and takes the lock over. A holder touches its
+entry just before it writes (a touch that fails if the entry was renamed), so a holder that
+was stalled past its lease and lost the lock fails with :class:`LockLostError` instead of
+writing. On a filesystem that
 keeps mtimes to the second (SFTP), the lease must be at least 3 s.
 
 Every wait is bounded by ``timeout`` and logs, every few seconds, whom it waits for.
@@ -138,13 +139,24 @@ class LeaseLock:
                 self._release(handoff.leave)
 
     def verify(self) -> None:
-        """Raise :class:`LockLostError` unless this process still holds the lock."""
+        """Raise :class:`LockLostError` unless this process still holds the lock.
+
+        It touches the entry, as the refresher does, rather than asking whether it exists: a
+        change of attributes goes to the server, while a client may answer even a request for
+        fresh attributes from its cache (sshfs's ``dir_cache``). There a holder stalled past
+        its lease still saw its entry after a waiter had taken the lock over, and wrote over
+        the new holder's frames. The touch also renews the lease: a waiter renaming the entry
+        after it sees the new mtime and gives the lock back.
+        """
         name = self._held
-        if name is None or not self._exists(name):
-            raise LockLostError(
-                f"{self.path}: the lock was taken over while this process held it "
-                f"(stalled longer than the {self.lease} s lease?); nothing was written"
-            )
+        if name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(os.path.join(self.path, name))
+                return
+        raise LockLostError(
+            f"{self.path}: the lock was taken over while this process held it "
+            f"(stalled longer than the {self.lease} s lease?); nothing was written"
+        )
 
     def owner(self) -> str:
         """Describe the current holder, for messages."""

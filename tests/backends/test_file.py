@@ -318,3 +318,56 @@ def test_file_never_overwrites_what_looks_torn_before_the_end_left_in_the_lock(
     with pytest.raises(StaleViewError, match="overwrite frames this host has not seen whole"):
         backend.append([b"x"])
     assert path.read_bytes() == data
+
+
+class _StaleClient:
+    """``os`` as a network client with a stale first page shows it to the backend: reads of
+    that page return what the client cached (the file as it was, zeros past its old end)
+    until an ``fadvise(DONTNEED)`` drops it. As Linux does, the advice drops only whole pages
+    from its offset rounded up, and a page busy at the time (``busy``) stays."""
+
+    PAGE = 4096
+
+    def __init__(self, cached: bytes, busy: int) -> None:
+        self.page: bytes | None = cached[: self.PAGE].ljust(self.PAGE, b"\0")
+        self.busy = busy
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    def pread(self, fd: int, n: int, offset: int) -> bytes:
+        data = os.pread(fd, n, offset)
+        if self.page is None or offset >= self.PAGE:
+            return data
+        stale = self.page[offset : offset + n]
+        return (stale + data[len(stale) :])[: len(data)]
+
+    def posix_fadvise(self, fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED and offset == 0:
+            if self.busy:
+                self.busy -= 1
+            else:
+                self.page = None
+        os.posix_fadvise(fd, offset, length, advice)
+
+
+@pytest.mark.parametrize("busy", [0, 1], ids=["partial-page", "page-busy-once"])
+def test_file_on_a_network_filesystem_reads_past_a_stale_cached_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: int
+) -> None:
+    import optuna_journal.backends.file as file_module
+
+    path = tmp_path / "s.journal"
+    reader = FileBackend(path)
+    reader.append_head(b"h")
+    reader.append([b"a" * 100])
+    (_, cursor), cached = _read_to_end(reader), path.read_bytes()
+    FileBackend(path).append([b"b" * 100])  # another host writes after what this one cached
+    reader._local = False  # as on NFS: the reader asks the server, and drops cached pages
+    monkeypatch.setattr(file_module, "os", _StaleClient(cached, busy))
+    assert [p for batch in reader.read(cursor) for p in batch.payloads] == [b"b" * 100]
+
+
+def _read_to_end(backend: FileBackend) -> tuple[list[bytes], object]:
+    batches = list(backend.read())
+    return [p for b in batches for p in b.payloads], batches[-1].cursor
