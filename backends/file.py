@@ -17,7 +17,8 @@ cut what merely looks like a torn tail. So on a network filesystem:
 
 - every read and append opens the file afresh and asks the server for its size
   (:func:`~optuna_journal.backends.fresh.fresh_stat`), and drops this client's cached pages
-  past the point it has read, so that what it reads is the server's bytes;
+  of the file, so that what it reads is the server's bytes (and reads a frame that fails its
+  checks once more before calling it corrupt);
 - the lease lock carries the end of the log each holder leaves (its size and a checksum of its
   last bytes) to the next, read from the very name the next holder took the lock by, so it is
   the server's truth. The new holder does not write until its own view reaches that end with

@@ -101,6 +101,24 @@ def test_lock_holder_that_lost_its_lock_refuses_to_write(tmp_path: Path) -> None
     assert _entries(tmp_path / "log.lock") == [other]  # not ours: left alone
 
 
+def test_lock_holder_that_lost_its_lock_refuses_to_write_where_stat_answers_from_a_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that answers every stat from its cache, fresh attributes asked for or not,
+    # as sshfs's dir_cache does: the holder's entry "exists" after it was renamed away.
+    import optuna_journal.backends.lock as lock_module
+
+    lock = LeaseLock(str(tmp_path / "log.lock"), lease=5)
+    with lock.hold():
+        [mine] = _entries(tmp_path / "log.lock")
+        cached = os.stat(tmp_path / "log.lock" / mine)
+        monkeypatch.setattr(lock_module, "fresh_stat", lambda target: cached)
+        os.rename(tmp_path / "log.lock" / mine, tmp_path / "log.lock" / "held+-+-+5.0+1+0+x+y")
+        with pytest.raises(LockLostError, match="taken over"):
+            lock.verify()
+        monkeypatch.undo()
+
+
 def test_lock_carries_the_end_each_holder_leaves_to_the_next(tmp_path: Path) -> None:
     path = str(tmp_path / "log.lock")
     with LeaseLock(path).hold() as handoff:
