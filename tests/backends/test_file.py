@@ -361,13 +361,8 @@ def test_file_on_a_network_filesystem_reads_past_a_stale_cached_page(
     reader = FileBackend(path)
     reader.append_head(b"h")
     reader.append([b"a" * 100])
-    (_, cursor), cached = _read_to_end(reader), path.read_bytes()
+    cursor, cached = list(reader.read())[-1].cursor, path.read_bytes()
     FileBackend(path).append([b"b" * 100])  # another host writes after what this one cached
     reader._local = False  # as on NFS: the reader asks the server, and drops cached pages
     monkeypatch.setattr(file_module, "os", _StaleClient(cached, busy))
     assert [p for batch in reader.read(cursor) for p in batch.payloads] == [b"b" * 100]
-
-
-def _read_to_end(backend: FileBackend) -> tuple[list[bytes], object]:
-    batches = list(backend.read())
-    return [p for b in batches for p in b.payloads], batches[-1].cursor
