@@ -24,7 +24,8 @@ Lost replies and restarts: a connection error or timeout is retried with bounded
 backoff for up to ``retry_timeout`` seconds, resending the same payloads. If the first attempt
 did reach the server, the log then holds the records twice; each record carries its writer's
 own count (``rid``), and replay applies it once. A server that holds a command without
-answering (``CLIENT PAUSE``) is waited for as long, no longer. Past ``retry_timeout`` the
+answering (``CLIENT PAUSE``) is waited for as long, no longer (with ``replicas``, 10 s more:
+the time a reply to ``WAIT`` is given after its own timeout). Past ``retry_timeout`` the
 append raises :class:`~optuna_journal.errors.JournalConnectionError`, and whether its records
 are in the log is not known: a paused server drops a command whose connection it saw close,
 but runs one it still holds when it resumes. They land whole, if at all, and the next read
