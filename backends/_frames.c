@@ -11,6 +11,9 @@
 #include <zlib.h>
 
 #define HEADER_SIZE 12
+/* A durability mark (frames.mark): this length field, an 8-byte payload, never returned. */
+#define MARK_LENGTH 0x80000008u
+#define MARK_PAYLOAD 8
 
 static uint32_t
 le32(const unsigned char *p)
@@ -42,13 +45,23 @@ scan(PyObject *module, PyObject *args)
     }
     while (end - pos >= HEADER_SIZE) {
         uint32_t length = le32(buf + pos);
+        int mark = length == MARK_LENGTH;
+        if (mark) {
+            length = MARK_PAYLOAD;
+        }
         Py_ssize_t start = pos + HEADER_SIZE;
         if ((Py_ssize_t)length > end - start
             || crc32(0, buf + start, length) != le32(buf + pos + 4)
-            /* An empty payload passes its check whatever the header says: read the header's
-               own checksum, as strict mode does for every frame. */
-            || ((strict || length == 0) && crc32(0, buf + pos, 8) != le32(buf + pos + 8))) {
+            /* An empty payload passes its check whatever the header says, and a mark's
+               flag is outside its payload: read the header's own checksum, as strict mode
+               does for every frame. */
+            || ((strict || length == 0 || mark)
+                && crc32(0, buf + pos, 8) != le32(buf + pos + 8))) {
             break;
+        }
+        if (mark) {
+            pos = start + length;
+            continue;
         }
         PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + start, length);
         if (payload == NULL || PyList_Append(payloads, payload) < 0) {
@@ -69,7 +82,8 @@ fail:
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
      "scan(buf, strict=False) -> (payloads, stop): the payloads of the sound frames at the start "
-     "of buf, and the offset of the first frame that is not one (or of the end)."},
+     "of buf (durability marks skipped), and the offset of the first frame that is not one (or "
+     "of the end)."},
     {NULL, NULL, 0, NULL},
 };
 

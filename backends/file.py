@@ -8,7 +8,7 @@ clients): :class:`~optuna_journal.backends.lock.LeaseLock` on network filesystem
 :class:`~optuna_journal.backends.flock.FlockLock` on local ones, where ``flock`` is reliable,
 cheaper, and never goes stale (``lock="auto"`` reads the mount table). The writer finds the
 true end of the valid frames, writes its frames there with ``pwrite``, cuts off anything after
-them, and ``fsync`` s before it releases the lock. Readers take no lock: they read complete
+them, and ``fsync`` s (see Durability). Readers take no lock: they read complete
 frames from their last offset.
 
 Shared filesystems: a client's cached view of the file (its size, its pages) may lag the
@@ -30,7 +30,12 @@ cut what merely looks like a torn tail. So on a network filesystem:
 
 Durability: an append is on stable storage when :meth:`FileBackend.append` returns, unless
 it was made with ``sync=False`` on a local filesystem: then it reaches stable storage with the
-next synced append to the log, by any process.
+next synced append to the log, by any process. On a local filesystem (``flock``) the sync
+comes after the lock is released (group commit: processes appending meanwhile share one sync
+instead of queueing behind it), and each append begins with a durability mark (see
+:mod:`~optuna_journal.backends.frames`), so that a power loss that kept later frames but not
+earlier ones leaves a log that opens; logs made before marks existed keep syncing under the
+lock. On NFS the sync stays under the lock: it is what sends the frames to the server.
 
 Snapshot: ``<log>.snapshot`` beside the log, replaced atomically under the lock (temp file
 ``<log>.snapshot.tmp``, fsync, rename, fsync of the directory).
@@ -38,7 +43,10 @@ Snapshot: ``<log>.snapshot`` beside the log, replaced atomically under the lock 
 Torn tail: a writer killed mid-append leaves an incomplete last frame. Readers do not see it;
 the next writer overwrites it under the lock (and logs that it did), from a view that has
 reached the end the lock says. A frame that fails its checks anywhere else raises
-:class:`~optuna_journal.errors.CorruptLogError` with the byte offset and record number. A
+:class:`~optuna_journal.errors.CorruptLogError` with the byte offset and record number, unless
+the log carries durability marks and no sound mark after the frame says it was durable: then
+it and what follows are appends a power loss took before their sync, none acknowledged, and
+are a torn tail too. A
 writer that takes the lock over from a dead holder also removes the scratch file it may have
 been writing (:attr:`FileBackend.scratch_paths`).
 
@@ -140,6 +148,13 @@ class FileBackend:
         # The frames the last append found and wrote, and the cursor they follow: the read
         # that follows an append (the storage reading its own record back) is served from it.
         self._recent: tuple[Cursor, list[Batch]] | None = None
+        # The end of the log this process last synced, and in which file: what its marks say.
+        self._durable: tuple[tuple[int, int] | None, int] = (None, 0)
+        self._marked: dict[tuple[int, int], bool] = {}  # logs by identity: do they carry marks?
+        # Group commit: sync after releasing the lock, where every process shares the page
+        # cache (flock: a local filesystem). On NFS an fsync is what sends the frames to the
+        # server: there it stays under the lock, before the next host reads the end.
+        self._group = self._local and isinstance(self._lock, FlockLock)
         if os.path.exists(self._path):
             with open(self._path, "rb") as f:
                 self._check_magic(f.fileno())
@@ -163,13 +178,38 @@ class FileBackend:
         the filesystem is local (every process shares its page cache, so the next reader and
         writer see the frames anyway; on NFS only an ``fsync`` sends them to the server)."""
         with self._hold() as handoff:
-            self._append_locked(
+            later = self._append_locked(
                 payloads, handoff, only_if_empty=False, sync=sync or not self._local, after=after
             )
+        if later is not None:
+            self._sync_released(*later)
 
     def append_head(self, payload: bytes) -> None:
         with self._hold() as handoff:
-            self._append_locked([payload], handoff, only_if_empty=True, sync=True, after=None)
+            later = self._append_locked(
+                [payload], handoff, only_if_empty=True, sync=True, after=None
+            )
+        if later is not None:
+            self._sync_released(*later)
+
+    def _sync_released(self, fd: int, identity: tuple[int, int], start: int, end: int) -> None:
+        """Group commit: ``fsync`` after the lock is released, so that processes appending
+        meanwhile share this sync or the next instead of queueing behind it. Their frames may
+        then reach the disk before this process's; the mark before each append tells a reader
+        after a power loss which gap may be cut (see :mod:`~optuna_journal.backends.frames`)."""
+        try:
+            os.fsync(fd)
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"{self._path}: the append at byte offset {start} is in the log, but it could "
+                f"not be synced to stable storage: {err.strerror}; a power loss may take it",
+            ) from err
+        self._note_durable(identity, end)
+
+    def _note_durable(self, identity: tuple[int, int], end: int) -> None:
+        if self._durable[0] != identity or self._durable[1] < end:
+            self._durable = (identity, end)
 
     def read(self, after: Cursor | None = None) -> Iterator[Batch]:
         recent = self._recent
@@ -282,6 +322,8 @@ class FileBackend:
             if not self._check_magic(fd):
                 return None
             start = len(frames.MAGIC)
+            if frames.read_mark(os.pread(fd, frames.MARK_SIZE, start)) is not None:
+                start += frames.MARK_SIZE
             header = os.pread(fd, frames.HEADER_SIZE, start)
             if len(header) < frames.HEADER_SIZE:
                 return None
@@ -353,7 +395,9 @@ class FileBackend:
             size = fresh_stat(fd).size
             end, records = (len(frames.MAGIC), 0) if self._check_magic(fd) else (0, 0)
             try:
-                for batch in self._read(fd, None, size, strict=True):
+                info = os.fstat(fd)
+                log = (info.st_dev, info.st_ino)
+                for batch in self._read(fd, None, size, strict=True, log=log):
                     records, end = batch.cursor.records, int(batch.cursor.token)
             except CorruptLogError as err:
                 return Inspection(size, err.record, err.offset or 0, err.reason)
@@ -474,6 +518,17 @@ class FileBackend:
             size = fresh_stat(fd).size
         return size
 
+    def _carries_marks(self, fd: int, identity: tuple[int, int]) -> bool:
+        """Whether the log opted in to durability marks: logs made since marks exist start
+        with one (older logs keep their writers syncing under the lock, and strict reads)."""
+        known = self._marked.get(identity)
+        if known is None:
+            start = len(frames.MAGIC)
+            known = frames.read_mark(os.pread(fd, frames.MARK_SIZE, start)) is not None
+            if known or os.fstat(fd).st_size >= start + frames.MARK_SIZE:
+                self._marked[identity] = known  # settled once the first frame is whole
+        return known
+
     def _append_locked(
         self,
         payloads: Sequence[bytes],
@@ -481,7 +536,9 @@ class FileBackend:
         only_if_empty: bool,
         sync: bool,
         after: Cursor | None,
-    ) -> None:
+    ) -> tuple[int, tuple[int, int], int, int] | None:
+        """Append; return what :meth:`_sync_released` is to sync after the lock is released
+        (``(fd, identity, start, end)``), or ``None`` when that is done or not wanted."""
         data = b"".join(frames.pack(p) for p in payloads)
         read_some = after is not None and after.records > 0
         try:
@@ -508,7 +565,7 @@ class FileBackend:
                     found.append(batch)
             self._end = end
             if only_if_empty and end.records > 0:
-                return
+                return None
             offset = int(end.token)
             if handoff.found is not None and offset < handoff.found.size:
                 raise StaleViewError(
@@ -517,22 +574,32 @@ class FileBackend:
                     "left the log; nothing was written (writing there would overwrite frames "
                     "this host has not seen whole)"
                 )
-            if offset == 0:
-                data = frames.MAGIC + data
+            if offset == 0:  # a new log: it carries marks, and syncs after the lock
+                data = frames.MAGIC + frames.mark(0) + data
+                marked = self._marked[identity] = True
+            else:
+                marked = self._carries_marks(fd, identity)
+                if marked:
+                    # What this process knows to be durable. On NFS every append was synced
+                    # before its writer released the lock: all before this one.
+                    known = self._durable[1] if self._durable[0] == identity else 0
+                    data = frames.mark(min(known, offset) if self._local else offset) + data
             if size > offset:
                 _logger.warning(
-                    "%s: overwriting an incomplete last frame of %d bytes at byte offset %d "
-                    "(a writer died mid-append; it was never acknowledged).",
+                    "%s: cutting %d bytes at byte offset %d that are not whole frames, or that "
+                    "no later mark shows were synced: a writer died mid-append, or a power loss "
+                    "took appends before their sync. None of it was acknowledged.",
                     self._path,
                     size - offset,
                     offset,
                 )
+            later = sync and self._group and marked and not close
             self._lock.verify()
             try:
                 _pwrite_all(fd, data, offset)
                 if size > offset + len(data):
                     os.ftruncate(fd, offset + len(data))
-                if sync:  # also makes earlier unsynced frames durable, whoever wrote them
+                if sync and not later:  # also makes earlier frames durable, whoever wrote them
                     os.fsync(fd)
             except OSError as err:
                 # A full disk or an I/O error: take back what was written, so the log stays as
@@ -555,6 +622,11 @@ class FileBackend:
             written = Cursor(end.records + len(payloads), new_end, identity)
             self._end = written
             self._recent = (start, [*found, Batch(written, list(payloads))])
+            if later:
+                return fd, identity, offset, new_end
+            if sync:
+                self._note_durable(identity, new_end)
+            return None
         finally:
             if close:
                 os.close(fd)
@@ -602,10 +674,10 @@ class FileBackend:
         while pos < size:
             buf = os.pread(fd, min(want, size - pos), pos)
             parsed = frames.parse(buf, strict)
+            pos += parsed.stop  # past marks too, which hold no payload
             if parsed.payloads:
                 rechecked = False
                 count += len(parsed.payloads)
-                pos += parsed.stop
                 yield Batch(Cursor(count, pos, log), parsed.payloads)
             if parsed.error is not None:
                 if not self._local and not rechecked:
@@ -616,13 +688,34 @@ class FileBackend:
                     continue
                 if self._zeros_to_end(fd, pos, size):
                     return  # a tail the filesystem zero-filled after a crash: torn
+                if log is not None and self._unproven(fd, pos, size, log):
+                    return  # appends a power loss took before their sync: torn
                 raise CorruptLogError(self._path, pos, count, parsed.error)
             if parsed.need:
                 if pos + parsed.need > size:
                     return  # an incomplete last frame: invisible until it is complete
                 want = max(_CHUNK, parsed.need)
-            elif not parsed.payloads:
+            elif not parsed.stop:
                 return
+
+    def _unproven(self, fd: int, pos: int, size: int, log: tuple[int, int]) -> bool:
+        """Whether damage at ``pos`` may be appends lost to a power loss before their sync:
+        the log carries marks, and no sound mark after ``pos`` says it was durable. A process
+        acknowledges an append only after a sync that also made everything before it durable,
+        so nothing after such damage was acknowledged, unless the disk damaged synced bytes
+        that no later mark vouches for yet (the last appends before the crash)."""
+        if not self._carries_marks(fd, log):
+            return False
+        overlap = frames.MARK_SIZE - 1
+        at = pos + 1
+        while at < size:
+            chunk = os.pread(fd, min(_CHUNK, size - at), at)
+            if any(durable > pos for _, durable in frames.marks(chunk)):
+                return False
+            if at + len(chunk) >= size:
+                break
+            at += len(chunk) - overlap
+        return True
 
     def _zeros_to_end(self, fd: int, pos: int, size: int) -> bool:
         while pos < size:
@@ -650,7 +743,8 @@ class Inspection(NamedTuple):
 
     @property
     def torn(self) -> int:
-        """Bytes after the last sound frame that are an incomplete one (a crash mid-append)."""
+        """Bytes after the last sound frame that are an incomplete one (a crash mid-append),
+        or appends a power loss took before their sync (no later mark vouches for them)."""
         return 0 if self.error else self.size - self.end
 
 

@@ -9,10 +9,19 @@ sound but whose payload runs past the end of the file is a write cut short (invi
 readers, overwritten by the next writer); a header that fails its checksum, or a payload that
 fails its own, is corruption. Stream media whose entries are already delimited (Redis) need
 no framing. The loop over sound frames is C (``_frames.c``): a cold open runs it once per record.
+
+A *durability mark* is a frame whose length field is ``0x80000008`` (bit 31 set, past
+``MAX_PAYLOAD``, so a reader that predates marks stops at one as at damage) and whose 8-byte
+payload is an offset ``D`` (u64): when the mark was written, bytes ``[0, D)`` of the log were
+on stable storage. Marks are never returned as payloads. Writers that ``fsync`` after letting
+others append (group commit) precede each append with one, so that after a power loss a
+reader can tell frames lost before they were synced (no mark after them vouches for them)
+from damage to the durable part (a later mark does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import struct
 import zlib
 
@@ -24,6 +33,9 @@ MAGIC = b"\x89OJL\r\n\x1a\n"
 _HEADER = struct.Struct("<III")
 HEADER_SIZE = _HEADER.size
 MAX_PAYLOAD = 1 << 30
+_MARK_LENGTH = 0x8000_0008
+_MARK_FIELD = _MARK_LENGTH.to_bytes(4, "little")
+MARK_SIZE = HEADER_SIZE + 8
 
 
 def pack(payload: bytes) -> bytes:
@@ -32,6 +44,36 @@ def pack(payload: bytes) -> bytes:
         raise ValueError(f"payload of {len(payload)} bytes exceeds the frame limit {MAX_PAYLOAD}")
     head = struct.pack("<II", len(payload), zlib.crc32(payload))
     return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def mark(durable: int) -> bytes:
+    """A durability mark: bytes ``[0, durable)`` of the log are on stable storage."""
+    body = durable.to_bytes(8, "little")
+    head = struct.pack("<II", _MARK_LENGTH, zlib.crc32(body))
+    return head + struct.pack("<I", zlib.crc32(head)) + body
+
+
+def read_mark(buf: bytes, pos: int = 0) -> int | None:
+    """The offset the sound mark at ``pos`` vouches for, or ``None`` if no mark is there."""
+    frame = buf[pos : pos + MARK_SIZE]
+    if len(frame) < MARK_SIZE or frame[:4] != _MARK_FIELD:
+        return None
+    length, crc, head_crc = _HEADER.unpack_from(frame)
+    body = frame[HEADER_SIZE:]
+    if zlib.crc32(frame[:8]) != head_crc or zlib.crc32(body) != crc:
+        return None
+    return int.from_bytes(body, "little")
+
+
+def marks(buf: bytes) -> Iterator[tuple[int, int]]:
+    """Every sound mark anywhere in ``buf``, frame boundaries unknown: ``(position, offset
+    it vouches for)``. For finding marks past damage, where frames cannot be followed."""
+    pos = buf.find(_MARK_FIELD)
+    while pos >= 0:
+        durable = read_mark(buf, pos)
+        if durable is not None:
+            yield pos, durable
+        pos = buf.find(_MARK_FIELD, pos + 1)
 
 
 class Parsed:
@@ -69,6 +111,8 @@ def parse(buf: bytes, strict: bool = False) -> Parsed:
     length, _, head_crc = _HEADER.unpack_from(buf, pos)
     if zlib.crc32(buf[pos : pos + 8]) != head_crc:
         return Parsed(payloads, pos, 0, "frame header fails its checksum")
+    if length == _MARK_LENGTH:
+        length = MARK_SIZE - HEADER_SIZE
     if length > MAX_PAYLOAD:
         return Parsed(payloads, pos, 0, f"frame length {length} exceeds the limit")
     if pos + HEADER_SIZE + length > end:

@@ -33,6 +33,7 @@ from optuna.storages.journal._base import BaseJournalBackend, BaseJournalSnapsho
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from optuna_journal.backends import frames
 from optuna_journal.backends.base import Backend
 from optuna_journal.backends.file import FileBackend
 from optuna_journal.backends.memory import MemoryBackend
@@ -483,18 +484,34 @@ def _our_payloads(n_trials: int) -> list[bytes]:
 
 
 def _copy(payloads: list[bytes], backend: Backend, snapshot: bool) -> None:
-    """Write ``payloads`` to a new journal, with a snapshot where the schedule puts the last."""
+    """Write ``payloads`` to a new journal, with a snapshot where the schedule puts the last.
+
+    A file gets the bytes appending them one by one would leave (a durability mark before
+    each record), written at once: a cold open reads what an optimisation leaves."""
     from optuna_journal.replay.snapshot import is_due
 
-    JournalStorage(backend, snapshot_every=0)  # writes the header
     due = max((p for p in range(len(payloads)) if is_due(p, 10_000)), default=0)
     cut = due if snapshot else len(payloads)
-    for i in range(1, cut, 20_000):
-        backend.append(payloads[i : min(i + 20_000, cut)])
+    if isinstance(backend, FileBackend):
+        _write_as_appended(backend.location, payloads[:cut])
+    else:
+        JournalStorage(backend, snapshot_every=0)  # writes the header
+        for i in range(1, cut, 20_000):
+            backend.append(payloads[i : min(i + 20_000, cut)])
     if snapshot:
         JournalStorage(backend, snapshot_every=0).snapshot()
         for i in range(cut, len(payloads), 20_000):
             backend.append(payloads[i : i + 20_000])
+
+
+def _write_as_appended(path: str, payloads: list[bytes]) -> None:
+    """A log file of ``payloads`` (a header first), each appended alone by one process:
+    each record follows a mark vouching for everything before that append."""
+    out = bytearray(frames.MAGIC + frames.mark(0) + frames.pack(payloads[0]))
+    for payload in payloads[1:]:
+        out += frames.mark(len(out)) + frames.pack(payload)
+    with open(path, "wb") as f:
+        f.write(out)
 
 
 class _OptunaMemoryBackend(BaseJournalBackend, BaseJournalSnapshot):

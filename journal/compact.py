@@ -97,7 +97,7 @@ def compact(
         temp = backend.scratch_paths[1]
         with scratch_file(temp):
             with open(temp, "wb") as f:
-                f.write(frames.MAGIC + b"".join(frames.pack(p) for p in payloads))
+                f.write(frames.MAGIC + frames.mark(0) + b"".join(frames.pack(p) for p in payloads))
                 f.flush()
                 os.fsync(f.fileno())
             _check_equivalent(backend, FileBackend(temp))

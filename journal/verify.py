@@ -57,7 +57,8 @@ def verify(location: str) -> Report:
         elif found.torn:
             report.problems.append(
                 f"torn tail: {found.torn} bytes at byte offset {found.end}, after record "
-                f"{found.records - 1} (a writer died mid-append); `optuna-journal repair` cuts it"
+                f"{found.records - 1} (a writer died mid-append, or a power loss took appends "
+                "before their sync); `optuna-journal repair` cuts it, and so does the next append"
             )
         for temp, what in zip(backend.scratch_paths, ("snapshot", "compaction"), strict=True):
             if os.path.exists(temp):

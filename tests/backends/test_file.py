@@ -22,6 +22,7 @@ from optuna_journal.errors import (
     NotAJournalError,
     StaleViewError,
 )
+from tests import logs
 from tests.backends.contract import BackendContract, _all
 
 
@@ -38,12 +39,10 @@ def _log(tmp_path: Path, payloads: list[bytes]) -> tuple[FileBackend, list[int]]
     """A log holding ``payloads``, and the byte offset where each frame starts."""
     backend = FileBackend(tmp_path / "log.journal")
     backend.append_head(payloads[0])
-    backend.append(payloads[1:])
-    starts, pos = [], len(frames.MAGIC)
-    for p in payloads:
-        starts.append(pos)
-        pos += frames.HEADER_SIZE + len(p)
-    assert os.path.getsize(backend.location) == pos
+    for payload in payloads[1:]:  # one append each: the marks of later ones vouch for it
+        backend.append([payload])
+    starts = [s.start for s in logs.records(Path(backend.location).read_bytes())]
+    assert len(starts) == len(payloads)
     return backend, starts
 
 

@@ -18,6 +18,7 @@ from optuna_journal import CorruptLogError, FileBackend, JournalStorage, LogTrun
 from optuna_journal.backends import frames
 from optuna_journal.cli import main
 from optuna_journal.verify import verify
+from tests import logs
 from tests.soak import SOAK, slow
 from tests.workers import run_trials_until_killed, write_until_killed
 
@@ -31,12 +32,7 @@ def _journal(tmp_path: Path) -> tuple[Path, list[int]]:
     study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
     for i in range(4):
         storage.set_study_user_attr(study_id, f"k{i}", "v" * (i * 50))
-    data = path.read_bytes()
-    ends, pos = [], len(frames.MAGIC)
-    while pos < len(data):
-        pos += frames.HEADER_SIZE + int.from_bytes(data[pos : pos + 4], "little")
-        ends.append(pos)
-    return path, ends
+    return path, [s.end for s in logs.records(path.read_bytes())]
 
 
 def test_recovery_every_cut_in_the_last_three_records_opens_with_the_records_before_it(
@@ -53,18 +49,18 @@ def test_recovery_every_cut_in_the_last_three_records_opens_with_the_records_bef
         assert sorted(attrs) == [f"k{i}" for i in range(complete - 2)], cut
 
 
-@pytest.mark.parametrize("where", ["appended garbage", "flipped byte"])
+@pytest.mark.parametrize("where", ["garbage a later mark vouches for", "flipped byte"])
 def test_recovery_corruption_is_named_by_verify_and_refused_on_open(
     tmp_path: Path, where: str
 ) -> None:
     path, ends = _journal(tmp_path)
     data = bytearray(path.read_bytes())
-    if where == "appended garbage":
-        bad = len(data)
-        data += b"this is not a frame at all"
-    else:
-        bad = ends[1]  # the frame after the first record
+    if where == "flipped byte":
+        bad = ends[1]  # the frame after the first record: later appends' marks vouch for it
         data[bad + frames.HEADER_SIZE + 3] ^= 0x08
+    else:
+        bad = len(data)
+        data += b"this is not a frame at all" + frames.mark(bad + 1)
     path.write_bytes(bytes(data))
     report = verify(str(path))
     assert not report.sound and f"byte offset {bad}" in report.problems[0]
@@ -78,14 +74,30 @@ def test_recovery_corruption_is_named_by_verify_and_refused_on_open(
 def test_recovery_repair_cuts_a_torn_tail_to_a_backup_and_verify_passes(tmp_path: Path) -> None:
     path, ends = _journal(tmp_path)
     whole = path.read_bytes()
+    last = logs.records(whole)[-1].start  # after the last append's mark
     path.write_bytes(whole[: ends[-1] - 7])
     assert not verify(str(path)).sound
     assert main(["repair", str(path)]) == 0
-    assert path.read_bytes() == whole[: ends[-2]]
+    assert path.read_bytes() == whole[:last]
     (backup,) = tmp_path.glob("s.journal.cut-*")
-    assert backup.read_bytes() == whole[ends[-2] : ends[-1] - 7]
+    assert backup.read_bytes() == whole[last : ends[-1] - 7]
     assert verify(str(path)).sound
     assert main(["repair", str(path)]) == 0  # nothing more to cut
+
+
+def test_recovery_garbage_no_mark_vouches_for_is_a_torn_tail(tmp_path: Path) -> None:
+    """What a power loss can leave past the last synced append (stale blocks, on some
+    filesystems): opened without it, named by verify, cut by the next append."""
+    path, ends = _journal(tmp_path)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b"this is not a frame at all")
+    report = verify(str(path))
+    assert f"torn tail: 26 bytes at byte offset {len(whole)}" in report.problems[0]
+    storage = JournalStorage(FileBackend(path), snapshot_every=0)
+    assert storage.position == len(ends)
+    storage.set_study_user_attr(0, "after", "the crash")
+    assert verify(str(path)).sound
+    assert storage.get_study_user_attrs(0)["after"] == "the crash"
 
 
 def test_recovery_repair_force_cuts_corruption_in_the_middle(tmp_path: Path) -> None:
