@@ -32,7 +32,7 @@ Durability: an append is on stable storage when :meth:`FileBackend.append` retur
 it was made with ``sync=False`` on a local filesystem: then it reaches stable storage with the
 next synced append to the log, by any process. On a local filesystem (``flock``) the sync
 comes after the lock is released (group commit: processes appending meanwhile share one sync
-instead of queueing behind it), and each append begins with a durability mark (see
+instead of queueing behind it), and each synced append begins with a durability mark (see
 :mod:`~optuna_journal.backends.frames`), so that a power loss that kept later frames but not
 earlier ones leaves a log that opens; logs made before marks existed keep syncing under the
 lock. On NFS the sync stays under the lock: it is what sends the frames to the server.
@@ -174,8 +174,9 @@ class FileBackend:
     def append(
         self, payloads: Sequence[bytes], sync: bool = True, after: Cursor | None = None
     ) -> None:
-        """Append under the lock; ``fsync`` before releasing it, unless ``sync`` is false and
-        the filesystem is local (every process shares its page cache, so the next reader and
+        """Append under the lock, and ``fsync`` (after releasing it on a local filesystem:
+        see Durability in the module's docstring), unless ``sync`` is false and the
+        filesystem is local (every process shares its page cache, so the next reader and
         writer see the frames anyway; on NFS only an ``fsync`` sends them to the server)."""
         with self._hold() as handoff:
             later = self._append_locked(
@@ -195,8 +196,9 @@ class FileBackend:
     def _sync_released(self, fd: int, identity: tuple[int, int], start: int, end: int) -> None:
         """Group commit: ``fsync`` after the lock is released, so that processes appending
         meanwhile share this sync or the next instead of queueing behind it. Their frames may
-        then reach the disk before this process's; the mark before each append tells a reader
-        after a power loss which gap may be cut (see :mod:`~optuna_journal.backends.frames`)."""
+        then reach the disk before this process's; the mark before each synced append tells a
+        reader after a power loss which gap may be cut (see
+        :mod:`~optuna_journal.backends.frames`)."""
         try:
             os.fsync(fd)
         except OSError as err:
@@ -579,9 +581,11 @@ class FileBackend:
                 marked = self._marked[identity] = True
             else:
                 marked = self._carries_marks(fd, identity)
-                if marked:
+                if marked and sync:
                     # What this process knows to be durable. On NFS every append was synced
-                    # before its writer released the lock: all before this one.
+                    # before its writer released the lock: all before this one. An unsynced
+                    # append carries none: its mark would say what its writer's next synced
+                    # one will.
                     known = self._durable[1] if self._durable[0] == identity else 0
                     data = frames.mark(min(known, offset) if self._local else offset) + data
             if size > offset:

@@ -14,7 +14,7 @@ A *durability mark* is a frame whose length field is ``0x80000008`` (bit 31 set,
 ``MAX_PAYLOAD``, so a reader that predates marks stops at one as at damage) and whose 8-byte
 payload is an offset ``D`` (u64): when the mark was written, bytes ``[0, D)`` of the log were
 on stable storage. Marks are never returned as payloads. Writers that ``fsync`` after letting
-others append (group commit) precede each append with one, so that after a power loss a
+others append (group commit) precede each synced append with one, so that after a power loss a
 reader can tell frames lost before they were synced (no mark after them vouches for them)
 from damage to the durable part (a later mark does).
 """

@@ -192,9 +192,10 @@ class JournalStorage(BaseStorage, BaseHeartbeat):
             a trial or change a study; the writes of a running trial (params, reports,
             attrs, heartbeats) are in the log at once, seen by every process and kept if the
             writing process is killed, and reach stable storage with the next synced write.
-            An OS crash or power loss can lose them: a running trial's progress (and may
-            leave a gap before later unsynced writes, which ``optuna-journal repair --force``
-            cuts; no synced record follows it). It changes the file backend on a local
+            An OS crash or power loss can lose them: a running trial's progress (a gap it
+            leaves before later unsynced writes is cut with them as a torn tail: no later
+            durability mark vouches for it; in a log made before marks existed,
+            ``optuna-journal repair --force`` cuts it). It changes the file backend on a local
             filesystem (two ``fsync`` s a trial, where it starts and where it ends, instead
             of one per write); on NFS every write is synced anyway, and Redis's durability
             is the server's.

@@ -124,11 +124,16 @@ def _apply(image: bytearray, at: int, data: bytes | None) -> None:
 
 
 def _write(path: Path, study_id: int, name: str, acks: list[str]) -> None:
+    """Alternate an unsynced append (a report of the writer's trial) with a synced one (a
+    study attr naming that report): the sync makes both durable before the attr is
+    acknowledged."""
     storage = JournalStorage(FileBackend(path), snapshot_every=0)
     try:
+        trial_id = storage.create_new_trial(study_id)
         for i in range(10_000):
+            storage.set_trial_intermediate_value(trial_id, i, float(i))
             key = f"{name}-{i}"
-            storage.set_study_user_attr(study_id, key, "v" * (i % 7 * 300))
+            storage.set_study_user_attr(study_id, key, [trial_id, i, "v" * (i % 7 * 300)])
             acks.append(key)
     except PowerLoss:
         pass
@@ -178,6 +183,9 @@ def test_power_loss_keeps_every_acknowledged_append_and_opens_without_repair(
         storage = JournalStorage(FileBackend(after), snapshot_every=0)
         kept = storage.get_study_user_attrs(0)
         assert set(acks) <= set(kept), sorted(set(acks) - set(kept))
+        for key in acks:  # and the unsynced report before each, made durable by its sync
+            trial_id, step, _ = kept[key]
+            assert storage.get_trial(trial_id).intermediate_values[step] == step
         # The next writer cuts what the power loss left unsynced, and the log is sound.
         storage.set_study_user_attr(0, "after", "the crash")
         assert verify(str(after)).sound, verify(str(after)).lines()
