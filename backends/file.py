@@ -323,9 +323,7 @@ class FileBackend:
         try:
             if not self._check_magic(fd):
                 return None
-            start = len(frames.MAGIC)
-            if frames.read_mark(os.pread(fd, frames.MARK_SIZE, start)) is not None:
-                start += frames.MARK_SIZE
+            start = len(frames.MAGIC) + (frames.MARK_SIZE if _starts_with_mark(fd) else 0)
             header = os.pread(fd, frames.HEADER_SIZE, start)
             if len(header) < frames.HEADER_SIZE:
                 return None
@@ -525,9 +523,8 @@ class FileBackend:
         with one (older logs keep their writers syncing under the lock, and strict reads)."""
         known = self._marked.get(identity)
         if known is None:
-            start = len(frames.MAGIC)
-            known = frames.read_mark(os.pread(fd, frames.MARK_SIZE, start)) is not None
-            if known or os.fstat(fd).st_size >= start + frames.MARK_SIZE:
+            known = _starts_with_mark(fd)
+            if known or os.fstat(fd).st_size >= len(frames.MAGIC) + frames.MARK_SIZE:
                 self._marked[identity] = known  # settled once the first frame is whole
         return known
 
@@ -728,6 +725,11 @@ class FileBackend:
                 return False
             pos += len(chunk)
         return True
+
+
+def _starts_with_mark(fd: int) -> bool:
+    """Whether a mark follows the magic: a log made since marks exist (the header after it)."""
+    return frames.read_mark(os.pread(fd, frames.MARK_SIZE, len(frames.MAGIC))) is not None
 
 
 class Inspection(NamedTuple):
